@@ -1,0 +1,36 @@
+"""Session actor: hosts ``pipeline.session.Session`` and fans control out to every stage."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors.base import Stage, stage_actor
+from pipeline.frames import Frame
+from pipeline.session import Session
+
+
+class SessionStage(Stage):
+    name = "session"
+
+    def setup(self) -> None:
+        self.session = Session(self.cfg.llm.system_prompt, self.cfg.llm.history_turns)
+        self.control_acks: list[float] = []
+
+    def process(self, frame: Frame) -> None:
+        for send in self.session.handle(frame):
+            if send.dest == "*":
+                # control lane of every stage; the ack times show how fast it landed
+                for name, target in self._targets.items():
+                    if name != self.name:
+                        target.control.remote(send.frame)
+                self._control(send.frame)
+            else:
+                self.emit(send.dest, send.frame)
+
+    @ray.method(concurrency_group="control")
+    def snapshot(self) -> dict[str, Any]:
+        return self.session.snapshot()
+
+
+SessionActor = stage_actor(SessionStage)

@@ -1,0 +1,101 @@
+"""VAD stage: webrtcvad as a cheap pre-gate, Silero (ONNX) for the decision.
+
+Takes 32 ms input blocks (one Silero window at 16 kHz), decides speech
+start/stop with ``Endpointer`` and forwards the speech (with pre-roll) to STT,
+bracketed by ordered UserStarted/StoppedSpeaking frames.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from actors.base import Stage, stage_actor
+from pipeline.audio import to_float32
+from pipeline.endpointing import Endpointer
+from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame,
+                             UserStoppedSpeakingFrame)
+
+WINDOW = 512  # samples at 16 kHz
+
+
+class VADStage(Stage):
+    name = "vad"
+
+    def setup(self) -> None:
+        import webrtcvad
+
+        from models.registry import load_silero
+
+        v = self.cfg.vad
+        self.silero = load_silero()
+        self.gate_vad = webrtcvad.Vad(v.webrtc_aggressiveness) if v.webrtc_gate else None
+        self.endpointer = Endpointer(WINDOW / 16000, v.threshold, v.neg_threshold,
+                                     v.min_speech_ms / 1000, v.endpoint_silence_ms / 1000,
+                                     v.speculative_silence_ms / 1000)
+        self.pre_roll: deque[InputAudioFrame] = deque(maxlen=max(1, v.pre_roll_ms // 32))
+        self._buf = np.zeros(0, np.int16)
+        self._buf_pos = 0
+        self._buf_capture = 0.0
+        self.utterance = 0
+        self.gated = 0
+        self.windows = 0
+
+    def extra_stats(self) -> dict:
+        return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech}
+
+    def speech_prob(self, pcm: np.ndarray) -> float:
+        """Silero probability for one 512-sample window; the webrtc gate can veto."""
+        self.windows += 1
+        x = to_float32(pcm)
+        if self.gate_vad is not None and not self.endpointer.in_speech:
+            # webrtcvad takes 10/20/30 ms frames: check the first 30 ms
+            if not self.gate_vad.is_speech(pcm[:480].tobytes(), 16000):
+                self.gated += 1
+                self.silero(x, 16000)  # keep Silero's recurrent state fed with the real audio
+                return 0.0
+        return float(self.silero(x, 16000)[0][0])
+
+    def process(self, frame: Frame) -> None:
+        if not isinstance(frame, InputAudioFrame):
+            raise FrameError(f"vad takes InputAudioFrame, got {frame.kind}")
+        if frame.sample_rate != 16000:
+            raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
+        if len(self._buf) == 0:
+            self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
+        self._buf = np.concatenate([self._buf, frame.pcm])
+        while len(self._buf) >= WINDOW:
+            win, self._buf = self._buf[:WINDOW], self._buf[WINDOW:]
+            block = InputAudioFrame(pcm=win, sample_rate=16000, stream_pos=self._buf_pos,
+                                    capture_time=self._buf_capture)
+            self._buf_pos += WINDOW
+            self._buf_capture += WINDOW / 16000
+            self._window(block)
+
+    def _window(self, block: InputAudioFrame) -> None:
+        t = block.stream_pos / 16000
+        ev = self.endpointer.update(self.speech_prob(block.pcm), t)
+        if ev is not None and ev.kind == "start":
+            self.utterance += 1
+            lag = ev.detected_at - ev.audio_time
+            start = UserStartedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance)
+            self.emit("stt", start)
+            # pre-roll: the windows before detection hold the onset of the speech
+            for f in self.pre_roll:
+                self.emit("stt", f)
+            self.pre_roll.clear()
+            self.event("user_speech_started", utterance=self.utterance, audio_time=ev.audio_time,
+                       detect_lag=lag)
+        if self.endpointer.in_speech or (ev is not None and ev.kind == "stop"):
+            self.emit("stt", block)
+            if ev is not None and ev.kind == "pause":
+                self.emit("stt", UserPausedFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
+        else:
+            self.pre_roll.append(block)
+        if ev is not None and ev.kind == "stop":
+            self.emit("stt", UserStoppedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
+            self.event("user_speech_stopped", utterance=self.utterance, audio_time=ev.audio_time,
+                       detect_lag=ev.detected_at - ev.audio_time)
+
+
+VADActor = stage_actor(VADStage)

@@ -1,0 +1,1 @@
+"""Frames, ordering, cancellation, session logic, graph wiring and the CLI."""

@@ -1,0 +1,176 @@
+"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), models."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+from pipeline.config import ConfigError, load_config  # noqa: E402
+
+EVENT_ORDER = ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
+               "tts_first_audio", "first_reply_sample_out", "reply_done")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML profile (default: configs/default.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set llm.base_url=http://127.0.0.1:8080/v1 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kokoro-engine", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("talk", help="one full voice turn from a WAV file")
+    t.add_argument("--input", required=True, help="the user's speech (any rate/channels)")
+    t.add_argument("--output", required=True, help="where to write the spoken reply (WAV)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--fast", action="store_true", help="feed input as fast as possible, not at real-time pace")
+    t.add_argument("--timeout", type=float, default=120.0)
+    _common(t)
+    r = sub.add_parser("run", help="live loop on the default mic and speaker until Ctrl-C")
+    _common(r)
+    m = sub.add_parser("models", help="list models: package, path, size, and whether each loads")
+    m.add_argument("--json", action="store_true")
+    m.add_argument("--no-load", action="store_true", help="only locate, do not load")
+    _common(m)
+    return ap
+
+
+def cmd_models(args, cfg) -> int:
+    from models.registry import describe_models
+
+    rows = describe_models(cfg, check_load=not args.no_load)
+    if args.json:
+        print(json.dumps([{"name": r.name, "role": r.role, "package": r.package, "path": str(r.path or ""),
+                           "size_bytes": r.size_bytes, "loads": not r.error, "error": r.error} for r in rows],
+                         indent=2))
+    else:
+        print(f"{'model':24} {'role':15} {'provided by':22} {'size':>9}  {'loads':5}  path")
+        for r in rows:
+            size = f"{r.size_bytes / 1e6:.1f} MB" if r.size_bytes else "-"
+            print(f"{r.name:24} {r.role:15} {r.package:22} {size:>9}  {'yes' if not r.error else 'NO':5}  "
+                  f"{r.path or '-'}")
+            if r.error:
+                print(f"{'':24} error: {r.error}")
+    return 0 if all(not r.error for r in rows) else 1
+
+
+def cmd_talk(args, cfg) -> int:
+    from pipeline.audio import AudioFormatError, load_audio
+    from pipeline.graph import Engine
+
+    try:
+        load_audio(args.input)  # fail early, before starting models, on a bad input
+    except AudioFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(".cache/logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    engine = Engine(cfg, log_dir)
+    try:
+        engine.start()
+        res = engine.talk(args.input, args.output, realtime=not args.fast, timeout=args.timeout)
+        stats = engine.stats()
+    finally:
+        engine.shutdown()
+    out = {"transcript": res.transcript, "reply": res.reply, "state": res.state,
+           "events": {k: res.events[k] for k in EVENT_ORDER if k in res.events},
+           "stages": {k: v for k, v in res.info.items() if k != "chunks"},
+           "chunks": res.info.get("chunks", []), "errors": res.errors, "output": str(args.output),
+           "startup": {k: round(v, 3) for k, v in engine.timings.items()},
+           "dropped_stale": {k: v.get("dropped_stale", 0) for k, v in stats.items()}}
+    ev = res.events
+    if "first_reply_sample_out" in ev and "user_speech_stopped" in ev:
+        end_audio = res.info.get("speech_end_audio")
+        out["latency"] = {
+            "endpoint_detect_to_first_audio_s": round(ev["first_reply_sample_out"] - ev["user_speech_stopped"], 4),
+            # true speech end (in the input stream) -> first reply sample heard
+            "voice_to_voice_s": round(ev["first_reply_sample_out"] - end_audio, 4) if end_audio is not None
+            else None,
+        }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        if not res.had_turn:
+            print("no speech heard in the input: no turn, no reply")
+        else:
+            print(f"you:   {res.transcript}")
+            print(f"reply: {res.reply}")
+            print("latency (s since the first input sample):")
+            for k in EVENT_ORDER:
+                if k in ev:
+                    print(f"  {k:24} {ev[k]:7.3f}")
+            if "latency" in out:
+                print(f"  voice-to-voice (speech end -> first reply sample): {out['latency']['voice_to_voice_s']} s")
+            print(f"reply audio: {args.output}")
+        for e in res.errors:
+            print(f"error: {e}", file=sys.stderr)
+    if not res.had_turn:
+        return 0
+    return 0 if res.state == "done" and not res.errors else 1
+
+
+def cmd_run(args, cfg) -> int:
+    from pipeline.devices import AudioDeviceError, check_devices
+
+    try:
+        inp, outp = check_devices(cfg.audio.input_device, cfg.audio.output_device)
+    except AudioDeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    import ray
+
+    from pipeline.graph import Engine
+
+    engine = Engine(cfg, Path(".cache/logs"))
+    stop = []
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    try:
+        engine.start()
+        ray.get(engine.actors["player"].open_device.remote(int(outp["default_samplerate"])))
+        ray.get(engine.actors["mic"].start_device.remote())
+        print(f"listening on {inp['name']!r}, speaking on {outp['name']!r}; Ctrl-C to stop", flush=True)
+        shown: dict[int, str] = {}
+        while not stop:
+            snap = engine.snapshot()
+            for t in snap["turns"]:
+                line = f"[{t['state']}] you: {t['transcript']}  | kokoro: {t['reply']}"
+                if shown.get(t["response_id"]) != line:
+                    shown[t["response_id"]] = line
+                    ev = t["events"]
+                    lat = ""
+                    if "first_reply_sample_out" in ev and "user_speech_stopped" in ev:
+                        lat = f"  ({ev['first_reply_sample_out'] - ev['user_speech_stopped']:.2f} s)"
+                    print(line + lat, flush=True)
+            time.sleep(0.1)
+    finally:
+        engine.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    from models.registry import ModelNotFound
+
+    try:
+        return {"talk": cmd_talk, "run": cmd_run, "models": cmd_models}[args.cmd](args, cfg)
+    except ModelNotFound as e:
+        print(f"missing model: {e}", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

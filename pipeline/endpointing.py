@@ -1,0 +1,61 @@
+"""Speech start/stop decisions from per-window speech probabilities.
+
+Pure logic (no model) so it can be tested on synthetic windows. Times are
+positions in the input stream, in seconds: the start is back-dated to the
+first speech window, the end to the first silent window after speech.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SpeechEvent:
+    kind: str  # "start" | "pause" (silence began, not yet an endpoint) | "stop"
+    audio_time: float  # where it happened in the input stream (s)
+    detected_at: float  # stream time when we could tell (s)
+
+
+class Endpointer:
+    def __init__(self, window_s: float = 0.032, threshold: float = 0.5, neg_threshold: float = 0.35,
+                 min_speech_s: float = 0.096, endpoint_silence_s: float = 0.5, pause_s: float = 0.0) -> None:
+        self.window_s = window_s
+        self.threshold = threshold
+        self.neg_threshold = neg_threshold
+        self.min_speech_windows = max(1, round(min_speech_s / window_s))
+        self.endpoint_windows = max(1, round(endpoint_silence_s / window_s))
+        self.pause_windows = max(1, round(pause_s / window_s)) if pause_s > 0 else 0
+        self.in_speech = False
+        self._run = 0  # consecutive windows voting for the other state
+        self._run_start = 0.0
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._run = 0
+
+    def update(self, prob: float, t: float) -> SpeechEvent | None:
+        """Feed the probability of the window starting at stream time ``t``."""
+        end = t + self.window_s
+        if not self.in_speech:
+            if prob >= self.threshold:
+                if self._run == 0:
+                    self._run_start = t
+                self._run += 1
+                if self._run >= self.min_speech_windows:
+                    self.in_speech, self._run = True, 0
+                    return SpeechEvent("start", self._run_start, end)
+            else:
+                self._run = 0
+            return None
+        if prob < self.neg_threshold:
+            if self._run == 0:
+                self._run_start = t
+            self._run += 1
+            if self._run >= self.endpoint_windows:
+                self.in_speech, self._run = False, 0
+                return SpeechEvent("stop", self._run_start, end)
+            if self._run == self.pause_windows:
+                return SpeechEvent("pause", self._run_start, end)
+        elif prob >= self.threshold:
+            self._run = 0  # hysteresis: values in between keep the silence run going
+        return None

@@ -1,0 +1,191 @@
+"""Frames: the small dataclasses that move between stages.
+
+Every frame carries the session it belongs to, the ``response_id`` of the turn
+it is part of, a sequence number (per sender->receiver channel, set on send)
+and a priority. Frames fall into three families:
+
+* data frames (audio, text) travel in order on the data lane;
+* ordered control frames (speech started/stopped, end of turn) travel in order
+  with the data they delimit, so an "end" never overtakes its last token;
+* urgent control frames (interrupt, cancel, priority change) travel on the
+  control lane and overtake all data.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.priorities import Priority
+
+
+class FrameError(ValueError):
+    """A frame that cannot be accepted (wrong type, shape, rate...)."""
+
+
+@dataclass(kw_only=True)
+class Frame:
+    session_id: str = "default"
+    response_id: int = 0
+    seq: int = 0
+    priority: Priority = Priority.HIGH
+    source: str = ""
+    created: float = field(default_factory=time.time)
+
+    #: frames produced from user input (mic audio, VAD events, transcripts)
+    #: belong to the turn being *heard*, not to a reply, and are never stale.
+    input_side: ClassVar[bool] = False
+    #: urgent frames use the control lane and overtake data.
+    urgent: ClassVar[bool] = False
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+# ---------------------------------------------------------------- audio
+@dataclass(kw_only=True)
+class AudioFrame(Frame):
+    pcm: np.ndarray  # int16, mono, 1-D
+    sample_rate: int
+    capture_time: float = 0.0  # wall time of the first sample
+    stream_pos: int = 0  # index of the first sample in its stream
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pcm, np.ndarray) or self.pcm.dtype != np.int16 or self.pcm.ndim != 1:
+            got = getattr(self.pcm, "dtype", type(self.pcm).__name__)
+            raise FrameError(f"{self.kind}.pcm must be a 1-D int16 numpy array, got {got}")
+        if int(self.sample_rate) <= 0:
+            raise FrameError(f"{self.kind}.sample_rate must be positive, got {self.sample_rate}")
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+@dataclass(kw_only=True)
+class InputAudioFrame(AudioFrame):
+    """Microphone audio (16 kHz after the mic stage)."""
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class TTSAudioFrame(AudioFrame):
+    """Synthesized reply audio for one text chunk.
+
+    ``text_start``/``text_end`` locate ``text`` inside the full reply, so played
+    samples can be mapped back to the words that were actually heard.
+    """
+
+    text: str = ""
+    text_start: int = 0
+    text_end: int = 0
+    chunk_index: int = 0
+
+
+# ---------------------------------------------------------------- text
+@dataclass(kw_only=True)
+class TranscriptFrame(Frame):
+    text: str
+    utterance_id: int = 0  # the VAD's count of utterances heard
+    final: bool = True
+    audio_start: float = 0.0  # seconds into the input stream
+    audio_end: float = 0.0
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class LLMRequestFrame(Frame):
+    """Ask the LLM stage for a reply to ``messages`` (OpenAI chat format)."""
+
+    messages: list[dict[str, Any]]
+
+
+@dataclass(kw_only=True)
+class LLMTokenFrame(Frame):
+    text: str
+
+
+@dataclass(kw_only=True)
+class SentenceFrame(Frame):
+    """A sentence or clause cut from the reply, ready for synthesis."""
+
+    text: str
+    text_start: int = 0
+    text_end: int = 0
+    index: int = 0
+
+
+@dataclass(kw_only=True)
+class EventFrame(Frame):
+    """A timestamped pipeline event for the session's timeline/metrics."""
+
+    name: str
+    t: float = field(default_factory=time.time)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- control
+@dataclass(kw_only=True)
+class ControlFrame(Frame):
+    pass
+
+
+@dataclass(kw_only=True)
+class UserStartedSpeakingFrame(ControlFrame):
+    utterance_id: int = 0
+    audio_time: float = 0.0  # where speech starts in the input stream (s)
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class UserPausedFrame(ControlFrame):
+    """Speech has gone quiet for a while: a likely (not yet certain) end of turn."""
+
+    utterance_id: int = 0
+    audio_time: float = 0.0
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class UserStoppedSpeakingFrame(ControlFrame):
+    utterance_id: int = 0
+    audio_time: float = 0.0  # where speech ended in the input stream (s)
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class EndOfTurnFrame(ControlFrame):
+    """The producer has sent everything for ``response_id``."""
+
+    text: str = ""  # full text of what was produced, where relevant
+
+
+@dataclass(kw_only=True)
+class InterruptFrame(ControlFrame):
+    """Drop everything older than ``response_id`` (the new current turn)."""
+
+    reason: str = ""
+    urgent: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class CancelFrame(ControlFrame):
+    """Cancel exactly ``response_id`` (e.g. the user pressed stop)."""
+
+    reason: str = ""
+    urgent: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class PriorityChangeFrame(ControlFrame):
+    """The reply ``response_id`` now runs at ``priority``."""
+
+    urgent: ClassVar[bool] = True

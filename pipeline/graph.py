@@ -1,0 +1,148 @@
+"""Build the stage actors, wire them, and run turns through them.
+
+    mic -> vad -> stt -> session -> llm -> tts -> player
+                          ^ events from every stage; control fans out from here
+
+Stages that touch the user's devices (mic, player) and the cheap ones (vad,
+session) run on the node of the driver; the model stages may go to a remote
+GPU node (``ray.model_resource``) with the same config.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pipeline.config import Config
+from pipeline.ray_runtime import init_ray
+
+STAGES = ("session", "mic", "vad", "stt", "llm", "tts", "player")
+MODEL_STAGES = ("stt", "llm", "tts")
+
+
+@dataclass
+class TurnResult:
+    transcript: str = ""
+    reply: str = ""
+    events: dict[str, float] = field(default_factory=dict)  # seconds since the first input sample
+    info: dict[str, Any] = field(default_factory=dict)
+    state: str = "none"
+    errors: list[str] = field(default_factory=list)
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def had_turn(self) -> bool:
+        return bool(self.transcript.strip())
+
+
+class Engine:
+    def __init__(self, cfg: Config, log_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.actors: dict[str, Any] = {}
+        self.llm_server = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "Engine":
+        from actors.llm import LLMActor
+        from actors.mic import MicActor
+        from actors.player import PlayerActor
+        from actors.session import SessionActor
+        from actors.stt import STTActor
+        from actors.tts import TTSActor
+        from actors.vad import VADActor
+
+        t = time.perf_counter()
+        base_url = self.cfg.llm.base_url
+        if not base_url:
+            from models.llm_server import EmbeddedLLMServer
+
+            self.llm_server = EmbeddedLLMServer(self.cfg, self.log_dir / "llm-server.log" if self.log_dir else None)
+            base_url = self.llm_server.start()
+            self.timings["llm_server_start_s"] = time.perf_counter() - t
+        self.base_url = base_url
+        self.timings["ray_start_s"] = init_ray(self.cfg)["start_s"]
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        model_opts: dict[str, Any] = {}
+        if self.cfg.ray.model_resource:
+            model_opts["resources"] = {self.cfg.ray.model_resource: 0.001}
+        classes = {"session": SessionActor, "mic": MicActor, "vad": VADActor, "stt": STTActor, "llm": LLMActor,
+                   "tts": TTSActor, "player": PlayerActor}
+        t1 = time.perf_counter()
+        for name in STAGES:
+            opts = model_opts if name in MODEL_STAGES and model_opts else {"scheduling_strategy": here}
+            args = (self.cfg, base_url) if name == "llm" else (self.cfg,)
+            self.actors[name] = classes[name].options(**opts).remote(*args)
+        ray.get([a.connect.remote(self.actors) for a in self.actors.values()])
+        ready = ray.get([a.ready.remote() for a in self.actors.values()])
+        self.timings["actors_ready_s"] = time.perf_counter() - t1
+        self.timings.update({f"{r['stage']}_setup_s": r["setup_s"] for r in ready})
+        self.timings["start_s"] = time.perf_counter() - t
+        return self
+
+    def shutdown(self) -> None:
+        for a in self.actors.values():
+            try:
+                ray.kill(a)
+            except Exception:
+                pass
+        self.actors = {}
+        if self.llm_server is not None:
+            self.llm_server.stop()
+            self.llm_server = None
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------ queries
+    def snapshot(self) -> dict[str, Any]:
+        return ray.get(self.actors["session"].snapshot.remote())
+
+    def stats(self) -> dict[str, Any]:
+        return {n: s for n, s in zip(self.actors, ray.get([a.stats.remote() for a in self.actors.values()]))}
+
+    # ------------------------------------------------------------ one turn from a file
+    def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0) -> TurnResult:
+        """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``."""
+        mic, player = self.actors["mic"], self.actors["player"]
+        ray.get(player.open_wav.remote(str(output_wav), 24000, realtime))
+        info = ray.get(mic.start_file.remote(str(input_wav), realtime))
+        t0 = info["t0"]
+        deadline = time.monotonic() + timeout + info["duration"]
+        snap: dict[str, Any] = {}
+        try:
+            while time.monotonic() < deadline:
+                snap = self.snapshot()
+                turns = snap["turns"]
+                if turns and all(t["state"] in ("done", "empty", "interrupted") for t in turns) \
+                        and "input_done" in snap["globals"]:
+                    break
+                if not turns and "input_done" in snap["globals"]:
+                    break  # the whole input went by without speech
+                time.sleep(0.1)  # events carry their own timestamps: polling fast buys nothing
+            else:
+                snap.setdefault("errors", []).append(f"turn did not finish within {timeout:.0f} s")
+        finally:
+            ray.get(mic.stop.remote())
+            ray.get(player.close.remote())
+        return _result(snap, t0)
+
+
+def _result(snap: dict[str, Any], t0: float) -> TurnResult:
+    spoken = [t for t in snap.get("turns", []) if t["transcript"].strip()]
+    res = TurnResult(errors=list(snap.get("errors", [])), history=snap.get("history", []))
+    if not snap.get("turns"):
+        return res
+    turn = spoken[-1] if spoken else snap["turns"][-1]
+    res.transcript, res.reply, res.state = turn["transcript"], turn["reply"], turn["state"]
+    res.events = {k: round(v - t0, 4) for k, v in turn["events"].items()}
+    res.info = turn["info"]
+    return res

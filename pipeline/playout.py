@@ -1,0 +1,115 @@
+"""The player's buffer: what is queued to be heard, and what has been heard.
+
+Sinks (a sound device callback, or a WAV file clocked in real time) pull fixed
+blocks with ``read``; it returns the samples and the events inside the block
+(response start, chunk start/end, response done) with their sample offsets,
+so the sink can stamp each event with the time it is actually heard.
+Dropping a response takes effect at the next block: audio stops within one.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Segment:
+    response_id: int
+    pcm: np.ndarray
+    text: str = ""
+    text_start: int = 0
+    text_end: int = 0
+    chunk_index: int = 0
+    pos: int = 0  # samples already played
+
+
+@dataclass
+class PlayEvent:
+    kind: str  # "response_start" | "chunk_start" | "chunk_end" | "response_done"
+    response_id: int
+    offset: int  # sample offset inside the block just read
+    segment: Segment | None = None
+
+
+@dataclass
+class _Response:
+    started: bool = False
+    ended: bool = False  # the producer sent its end marker
+    played: int = 0  # samples of this response played so far
+
+
+class PlayoutBuffer:
+    def __init__(self) -> None:
+        self._q: deque[Segment | tuple[str, int]] = deque()
+        self._resp: dict[int, _Response] = {}
+        self._lock = threading.Lock()
+        self.cond = threading.Condition(self._lock)
+        self.now_playing: tuple[int, int] = (0, 0)  # (response_id, sample index within it)
+
+    def add(self, seg: Segment) -> None:
+        with self.cond:
+            self._resp.setdefault(seg.response_id, _Response())
+            self._q.append(seg)
+            self.cond.notify_all()
+
+    def end(self, response_id: int) -> None:
+        with self.cond:
+            self._resp.setdefault(response_id, _Response()).ended = True
+            self._q.append(("end", response_id))
+            self.cond.notify_all()
+
+    def drop(self, keep: Callable[[int], bool]) -> list[int]:
+        """Drop queued audio of responses for which ``keep`` is False; returns their ids."""
+        with self.cond:
+            gone = sorted(r for r in self._resp if not keep(r))
+            self._q = deque(x for x in self._q if keep(x.response_id if isinstance(x, Segment) else x[1]))
+            for r in gone:
+                del self._resp[r]
+            return gone
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something is queued (or ``timeout``); True if something is."""
+        with self.cond:
+            return self.cond.wait_for(lambda: bool(self._q), timeout=timeout)
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._q)
+
+    def played(self, response_id: int) -> int:
+        with self._lock:
+            r = self._resp.get(response_id)
+            return r.played if r else 0
+
+    def read(self, n: int) -> tuple[np.ndarray, list[PlayEvent]]:
+        out = np.zeros(n, np.int16)
+        events: list[PlayEvent] = []
+        filled = 0
+        with self._lock:
+            while self._q and filled < n:
+                head = self._q[0]
+                if isinstance(head, tuple):  # end marker: everything before it has played
+                    self._q.popleft()
+                    events.append(PlayEvent("response_done", head[1], filled))
+                    self._resp.pop(head[1], None)
+                    continue
+                resp = self._resp.setdefault(head.response_id, _Response())
+                if not resp.started:
+                    resp.started = True
+                    events.append(PlayEvent("response_start", head.response_id, filled))
+                if head.pos == 0:
+                    events.append(PlayEvent("chunk_start", head.response_id, filled, head))
+                take = min(n - filled, len(head.pcm) - head.pos)
+                out[filled:filled + take] = head.pcm[head.pos:head.pos + take]
+                head.pos += take
+                filled += take
+                resp.played += take
+                self.now_playing = (head.response_id, resp.played)
+                if head.pos >= len(head.pcm):
+                    self._q.popleft()
+                    events.append(PlayEvent("chunk_end", head.response_id, filled, head))
+        return out, events

@@ -1,0 +1,90 @@
+"""Cut a streaming LLM reply into speakable chunks.
+
+The first chunk is cut at the first clause boundary, so synthesis starts
+while the LLM is still streaming; the second may cut at a clause once it is a
+few times longer (Kokoro costs ~0.3 s a call plus ~25 ms a character here, so
+small-then-growing chunks keep the audio ahead of the synthesis); later chunks
+wait for a sentence end (better prosody) unless they grow long. A boundary counts only once the
+character after it is known to be whitespace, so "3.5" or "e.g.x" never split.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SENTENCE_END = ".!?…。！？"
+_CLAUSE_END = ",;:—–、，；："
+_MARKUP = re.compile(r"[*_#`>|~]+|\[[^\]]*\]\([^)]*\)")  # markdown bits nobody should hear
+_ABBREV = re.compile(r"\b(?:mr|mrs|ms|dr|prof|sr|jr|st|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)
+
+
+@dataclass
+class Chunk:
+    text: str  # as found in the reply (offsets refer to it)
+    start: int
+    end: int
+    index: int
+
+    @property
+    def speech(self) -> str:
+        return clean_for_speech(self.text)
+
+
+def clean_for_speech(text: str) -> str:
+    return re.sub(r"\s+", " ", _MARKUP.sub(" ", text)).strip()
+
+
+class TextChunker:
+    def __init__(self, first_min_chars: int = 4, min_chars: int = 40, max_chars: int = 220) -> None:
+        self.first_min_chars = first_min_chars
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+        self.text = ""  # the whole reply so far
+        self._pos = 0  # start of the not-yet-emitted tail
+        self._index = 0
+
+    def add(self, piece: str) -> list[Chunk]:
+        self.text += piece
+        out = []
+        while (chunk := self._cut()) is not None:
+            out.append(chunk)
+        return out
+
+    def flush(self) -> list[Chunk]:
+        out = self.add("")
+        if self.text[self._pos:].strip():
+            out.append(self._emit(len(self.text)))
+        self._pos = len(self.text)
+        return out
+
+    def _cut(self) -> Chunk | None:
+        tail = self.text[self._pos:]
+        first = self._index == 0
+        early_clause = self.first_min_chars * 3 ** self._index if self._index < 2 else None
+        clause_at = None
+        for i, ch in enumerate(tail[:-1]):
+            if not tail[i + 1].isspace():
+                continue
+            size = len(tail[: i + 1].strip())
+            if ch in _SENTENCE_END and not _ABBREV.search(tail[: i + 1]):
+                if first or size >= (early_clause or self.min_chars):
+                    return self._emit(self._pos + i + 1)
+            elif ch in _CLAUSE_END:
+                if early_clause is not None and size >= early_clause:
+                    return self._emit(self._pos + i + 1)
+                clause_at = i
+        if len(tail) > self.max_chars:  # a very long sentence: cut at its last clause, else a space
+            cut = clause_at + 1 if clause_at is not None else tail.rfind(" ", 0, self.max_chars)
+            if cut > 0:
+                return self._emit(self._pos + cut)
+        return None
+
+    def _emit(self, end: int) -> Chunk:
+        raw = self.text[self._pos:end]
+        lead = len(raw) - len(raw.lstrip())
+        start = self._pos + lead
+        chunk = Chunk(text=self.text[start:end].rstrip(), start=start, end=start + len(self.text[start:end].rstrip()),
+                      index=self._index)
+        self._pos = end
+        self._index += 1
+        return chunk
