@@ -1,0 +1,65 @@
+"""Shared fixtures: one Ray cluster per test session, espeak-ng speech, a fake LLM."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import CONFIG_DIR, load_config
+
+
+@pytest.fixture(scope="session")
+def test_config():
+    return load_config(CONFIG_DIR / "test.toml")
+
+
+@pytest.fixture(scope="session")
+def ray_session(test_config):
+    """Ray started once for the whole test session and always shut down."""
+    from pipeline.ray_runtime import init_ray, shutdown_ray
+
+    init_ray(test_config)
+    yield
+    shutdown_ray()
+
+
+def espeak(text: str, path: Path, rate: int = 16000, pad_s: tuple[float, float] = (0.5, 0.0)) -> Path:
+    """Speak ``text`` into a mono WAV at ``rate``, with silence padding (sox)."""
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run ./scripts/test.sh (it installs espeak-ng and sox)")
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path),
+                    "pad", str(pad_s[0]), str(pad_s[1])], check=True)
+    raw.unlink()
+    return path
+
+
+def speech_span(pcm: np.ndarray, rate: int, thresh_db: float = -40.0) -> tuple[float, float]:
+    """First and last 10 ms frame whose level is within ``thresh_db`` of the peak."""
+    x = pcm.astype(np.float32) / 32768.0
+    hop = rate // 100
+    n = len(x) // hop
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms / rms.max())
+    idx = np.where(db > thresh_db)[0]
+    return idx[0] * hop / rate, (idx[-1] + 1) * hop / rate
+
+
+@pytest.fixture
+def speech(tmp_path):
+    def make(text: str, name: str = "speech", **kw) -> Path:
+        return espeak(text, tmp_path / f"{name}.wav", **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    from models.registry import load_whisper
+
+    return load_whisper(load_config(CONFIG_DIR / "test.toml"))

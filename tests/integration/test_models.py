@@ -1,0 +1,83 @@
+"""Real models on real (espeak-ng) speech: the VAD and STT stages on their own."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.stt import transcribe
+from actors.vad import VADStage
+from pipeline.audio import load_audio, to_float32
+from pipeline.frames import InputAudioFrame
+from tests.conftest import speech_span
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingVAD(VADStage):
+    """The real VAD stage with its outputs recorded instead of sent."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.sent: list = []
+        self.events: list = []
+
+    def emit(self, dest, frame):
+        self.sent.append((dest, frame))
+
+    def event(self, name, response_id=0, t=None, **data):
+        self.events.append((name, data))
+
+
+def run_vad(cfg, pcm: np.ndarray) -> RecordingVAD:
+    vad = RecordingVAD(cfg)
+    vad.setup()
+    for i in range(0, len(pcm) - 511, 512):
+        vad.push(InputAudioFrame(pcm=pcm[i:i + 512], sample_rate=16000, stream_pos=i))
+    return vad
+
+
+def test_vad_finds_speech_span_within_100ms(speech, test_config):
+    wav = speech("The weather is lovely today, shall we go for a walk?", pad_s=(1.0, 1.5))
+    pcm = load_audio(wav)
+    true_start, true_end = speech_span(pcm, 16000)
+    vad = run_vad(test_config, pcm)
+    starts = [d for n, d in vad.events if n == "user_speech_started"]
+    stops = [d for n, d in vad.events if n == "user_speech_stopped"]
+    assert len(starts) == 1 and len(stops) == 1, vad.events
+    assert abs(starts[0]["audio_time"] - true_start) <= 0.1
+    assert abs(stops[0]["audio_time"] - true_end) <= 0.1
+    # the endpoint is declared after the configured silence, not before
+    assert stops[0]["detect_lag"] >= test_config.vad.endpoint_silence_ms / 1000
+    # what STT receives is bracketed: start, audio (with pre-roll), stop
+    kinds = [f.kind for d, f in vad.sent if d == "stt"]
+    assert kinds[0] == "UserStartedSpeakingFrame" and kinds[-1] == "UserStoppedSpeakingFrame"
+    first_audio = next(f for d, f in vad.sent if f.kind == "InputAudioFrame")
+    assert first_audio.stream_pos / 16000 <= true_start  # pre-roll keeps the onset
+
+
+def test_vad_ignores_noise_and_silence(test_config):
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal(16000 * 3) * 2000).astype(np.int16)
+    hum = (np.sin(2 * np.pi * 120 * np.arange(16000 * 2) / 16000) * 3000).astype(np.int16)
+    vad = run_vad(test_config, np.concatenate([np.zeros(8000, np.int16), noise, hum]))
+    assert [n for n, _ in vad.events] == []
+
+
+def test_stt_transcribes_known_sentence(speech, whisper, test_config):
+    wav = speech("Please remind me to buy milk and bread tomorrow morning.")
+    text = transcribe(whisper, to_float32(load_audio(wav)), "en", 1, test_config.stt.no_speech_threshold).lower()
+    for word in ("remind", "milk", "tomorrow", "morning"):
+        assert word in text, text
+
+
+def test_tts_speaks_what_it_is_given(whisper, test_config):
+    from models.registry import load_kokoro
+
+    tts = load_kokoro(test_config)
+    audio, rate = tts.create("Good morning, the coffee is ready.", voice=test_config.tts.voice,
+                             lang=test_config.tts.lang)
+    from pipeline.audio import Resampler, to_int16
+
+    pcm16k = Resampler(rate, 16000)(to_int16(np.asarray(audio, np.float32)))
+    text = transcribe(whisper, to_float32(pcm16k), "en", 1, 0.6).lower()
+    assert "morning" in text and "coffee" in text, text

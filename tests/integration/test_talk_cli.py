@@ -1,0 +1,113 @@
+"""`kokoro-engine talk` end to end: real Ray actors, real models, a real HTTP LLM server."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from actors.stt import transcribe
+from pipeline.audio import load_audio, read_wav, to_float32, write_wav
+from pipeline.config import CONFIG_DIR, REPO_ROOT
+from pipeline.fake_llm import FakeLLM
+
+pytestmark = pytest.mark.integration
+
+REPLY = "The capital of France is Paris. It sits on the river Seine."
+
+
+def talk(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "talk", "--config", str(CONFIG_DIR / "test.toml"),
+                           *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+
+
+def test_full_turn_reply_is_spoken_and_timed(speech, tmp_path, whisper):
+    question = speech("What is the capital of France?", rate=22050, pad_s=(0.6, 0.2))
+    out = tmp_path / "reply.wav"
+    with FakeLLM(REPLY, ttft=0.2) as llm:
+        p = talk("--input", str(question), "--output", str(out), "--json", "--set", f"llm.base_url={llm.base_url}")
+        assert p.returncode == 0, p.stderr[-3000:]
+        res = json.loads(p.stdout)
+        sent = llm.requests[-1]["messages"]
+    assert "capital" in res["transcript"].lower()
+    assert res["reply"] == REPLY
+    # the LLM saw the system prompt and exactly what was heard
+    assert sent[0]["role"] == "system" and sent[-1] == {"role": "user", "content": res["transcript"]}
+    ev = res["events"]
+    order = ["user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
+             "tts_first_audio", "first_reply_sample_out", "reply_done"]
+    assert list(ev) == order, ev
+    assert all(ev[a] <= ev[b] for a, b in zip(order, order[1:])), ev
+    # the first clause is spoken before the whole reply is synthesized
+    assert len(res["chunks"]) >= 2
+    # the reply WAV holds the reply: its own transcription has the reply's words
+    pcm, rate = read_wav(out)
+    assert len(pcm) / rate > 2.0
+    heard = transcribe(whisper, to_float32(load_audio(out)), "en", 1, 0.6).lower()
+    for word in ("capital", "france", "paris", "river"):
+        assert word in heard, heard
+    # chunk positions tile the output file in order
+    starts = [c["sample_start"] for c in res["chunks"]]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert res["chunks"][-1]["sample_end"] <= len(pcm)
+
+
+def test_noise_only_input_gives_no_turn(tmp_path):
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal(16000 * 3) * 1500).astype(np.int16)
+    wav = tmp_path / "noise.wav"
+    write_wav(wav, noise, 16000)
+    with FakeLLM(REPLY) as llm:
+        p = talk("--input", str(wav), "--output", str(tmp_path / "r.wav"), "--json", "--fast",
+                 "--set", f"llm.base_url={llm.base_url}")
+        assert not [r for r in llm.requests if r.get("stream")]  # only the start-up warm-up
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout)
+    assert res["transcript"] == "" and res["reply"] == ""
+    plain = talk("--input", str(wav), "--output", str(tmp_path / "r.wav"), "--fast",
+                 "--set", "llm.base_url=http://127.0.0.1:9/v1")
+    assert plain.returncode == 0 and "no speech" in plain.stdout
+
+
+def test_dead_llm_endpoint_is_reported(speech, tmp_path):
+    question = speech("Are you there?")
+    p = talk("--input", str(question), "--output", str(tmp_path / "r.wav"), "--json", "--fast",
+             "--set", "llm.base_url=http://127.0.0.1:9/v1", "--set", "llm.timeout_s=3")
+    assert p.returncode == 1
+    res = json.loads(p.stdout)
+    assert res["transcript"]  # the engine heard the user ...
+    assert any("LLM endpoint" in e and "127.0.0.1:9" in e for e in res["errors"]), res["errors"]  # ... and says why
+
+
+def test_bad_input_and_config_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    p = talk("--input", str(bad), "--output", str(tmp_path / "r.wav"))
+    assert p.returncode == 2 and "cannot decode" in p.stderr
+    p = talk("--input", str(bad), "--output", str(tmp_path / "r.wav"), "--set", "vad.endpoint_silenc=400")
+    assert p.returncode == 2 and "vad.endpoint_silenc" in p.stderr
+    p = talk("--input", str(bad), "--output", str(tmp_path / "r.wav"), "--set", "vad.threshold=high")
+    assert p.returncode == 2 and "vad.threshold" in p.stderr
+
+
+def test_run_without_audio_device_says_so():
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--set", "audio.input_device=no-such-mic"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert p.returncode == 3
+    assert "no-such-mic" in p.stderr and "talk --input" in p.stderr
+
+
+def test_models_command_lists_every_model():
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "--json", "--no-load"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO_ROOT)
+    assert p.returncode == 0, p.stderr
+    rows = {r["name"]: r for r in json.loads(p.stdout)}
+    assert {"whisper-tiny.en", "kokoro-82m-int8", "silero-vad", "smollm2-135m-instruct"} <= set(rows)
+    assert all(r["loads"] and (r["size_bytes"] > 0 or r["name"] == "webrtcvad") for r in rows.values()), rows
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "--set", "stt.model=/nonexistent"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert p.returncode == 1 and "stt.model" in p.stdout
