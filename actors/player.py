@@ -108,7 +108,7 @@ class PlayerStage(Stage):
     name = "player"
 
     def setup(self) -> None:
-        self.buf = PlayoutBuffer()
+        self.buf = PlayoutBuffer(live=self.gate.is_live)
         self.sink: WavSink | DeviceSink | None = None
         self.rate = self.cfg.audio.output_rate
         self._resamplers: dict[int, Resampler] = {}
@@ -151,7 +151,7 @@ class PlayerStage(Stage):
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
         if changed:
-            for rid in self.buf.drop(self.gate.is_live):
+            for rid in self.buf.drop():
                 self._events.put(("reply_stopped", rid, time.time(), {"played_samples": None}))
 
     # The sink thread (or the audio callback) must not block on Ray: hand off.

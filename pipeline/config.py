@@ -212,10 +212,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _apply(cfg, data, str(p))
     for item in overrides:
         sect, name, value = _parse_override(item)
-        if isinstance(value, str) and sect in {f.name for f in dataclasses.fields(cfg)}:
-            hints = typing.get_type_hints(type(getattr(cfg, sect)))
-            if hints.get(name) in (int, float, bool):
-                raise ConfigError(f"{sect}.{name}: expected {hints[name].__name__}, got {value!r}")
+        if sect in {f.name for f in dataclasses.fields(cfg)}:
+            want = typing.get_type_hints(type(getattr(cfg, sect))).get(name)
+            raw = item.split("=", 1)[1]
+            if want is str and not raw.strip().startswith(("'", '"')):
+                value = raw  # unquoted text for a text key stays text (session_id=123)
+            elif isinstance(value, str) and want in (int, float, bool):
+                raise ConfigError(f"{sect}.{name}: expected {want.__name__}, got {value!r}")
         _apply(cfg, {sect: {name: value}}, "--set")
     cfg.check()
     return cfg

@@ -128,6 +128,8 @@ class EventFrame(Frame):
     t: float = field(default_factory=time.time)
     data: dict[str, Any] = field(default_factory=dict)
 
+    input_side: ClassVar[bool] = True  # a record of what happened: never stale
+
 
 # ---------------------------------------------------------------- control
 @dataclass(kw_only=True)

@@ -4,8 +4,9 @@
                           ^ events from every stage; control fans out from here
 
 Stages that touch the user's devices (mic, player) and the cheap ones (vad,
-session) run on the node of the driver; the model stages may go to a remote
-GPU node (``ray.model_resource``) with the same config.
+session, and llm, which is only an HTTP client) run on the node of the
+driver; STT and TTS may go to a remote GPU node (``ray.model_resource``) with
+the same config.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pipeline.config import Config
 from pipeline.ray_runtime import init_ray
 
 STAGES = ("session", "mic", "vad", "stt", "llm", "tts", "player")
-MODEL_STAGES = ("stt", "llm", "tts")
+MODEL_STAGES = ("stt", "tts")
 
 
 @dataclass

@@ -43,27 +43,36 @@ class _Response:
 
 
 class PlayoutBuffer:
-    def __init__(self) -> None:
+    def __init__(self, live: Callable[[int], bool] = lambda rid: True) -> None:
+        # ``live`` is consulted under the lock by add/end: a segment that lost the
+        # race with an interrupt is refused instead of re-creating its response
+        self.live = live
         self._q: deque[Segment | tuple[str, int]] = deque()
         self._resp: dict[int, _Response] = {}
         self._lock = threading.Lock()
         self.cond = threading.Condition(self._lock)
         self.now_playing: tuple[int, int] = (0, 0)  # (response_id, sample index within it)
 
-    def add(self, seg: Segment) -> None:
+    def add(self, seg: Segment) -> bool:
         with self.cond:
+            if not self.live(seg.response_id):
+                return False
             self._resp.setdefault(seg.response_id, _Response())
             self._q.append(seg)
             self.cond.notify_all()
+            return True
 
     def end(self, response_id: int) -> None:
         with self.cond:
+            if not self.live(response_id):
+                return
             self._resp.setdefault(response_id, _Response()).ended = True
             self._q.append(("end", response_id))
             self.cond.notify_all()
 
-    def drop(self, keep: Callable[[int], bool]) -> list[int]:
-        """Drop queued audio of responses for which ``keep`` is False; returns their ids."""
+    def drop(self, keep: Callable[[int], bool] | None = None) -> list[int]:
+        """Drop queued audio of responses no longer live (or not ``keep``); returns their ids."""
+        keep = keep or self.live
         with self.cond:
             gone = sorted(r for r in self._resp if not keep(r))
             self._q = deque(x for x in self._q if keep(x.response_id if isinstance(x, Segment) else x[1]))

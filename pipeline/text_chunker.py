@@ -67,12 +67,13 @@ class TextChunker:
                 continue
             size = len(tail[: i + 1].strip())
             if ch in _SENTENCE_END and not _ABBREV.search(tail[: i + 1]):
-                if first or size >= (early_clause or self.min_chars):
+                if first or size >= (early_clause or self.min_chars) or size >= self.max_chars:
                     return self._emit(self._pos + i + 1)
             elif ch in _CLAUSE_END:
                 if early_clause is not None and size >= early_clause:
                     return self._emit(self._pos + i + 1)
-                clause_at = i
+                if i < self.max_chars:  # only boundaries that keep the chunk within max_chars
+                    clause_at = i
         if len(tail) > self.max_chars:  # a very long sentence: cut at its last clause, else a space
             cut = clause_at + 1 if clause_at is not None else tail.rfind(" ", 0, self.max_chars)
             if cut > 0:

@@ -58,9 +58,10 @@ def test_replace_revalidates_audio_frames():
 
 def test_frame_families():
     input_side = [InputAudioFrame(pcm=pcm(), sample_rate=16000), TranscriptFrame(text="hi"),
-                  UserStartedSpeakingFrame(), UserPausedFrame(), UserStoppedSpeakingFrame()]
+                  UserStartedSpeakingFrame(), UserPausedFrame(), UserStoppedSpeakingFrame(),
+                  EventFrame(name="e")]  # events are records of what happened: never stale
     reply_side = [TTSAudioFrame(pcm=pcm(), sample_rate=24000), LLMTokenFrame(text="x"), SentenceFrame(text="x"),
-                  EndOfTurnFrame(), InterruptFrame(), CancelFrame(), PriorityChangeFrame(), EventFrame(name="e")]
+                  EndOfTurnFrame(), InterruptFrame(), CancelFrame(), PriorityChangeFrame()]
     assert all(f.input_side for f in input_side)
     assert not any(f.input_side for f in reply_side)
     assert {f.kind for f in reply_side + input_side if f.urgent} == {"InterruptFrame", "CancelFrame",

@@ -1,0 +1,157 @@
+"""Endpointer on synthetic speech-probability sequences (32 ms windows)."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.endpointing import Endpointer, SpeechEvent
+
+W = 0.032
+SPEECH, SILENCE, MIDDLE = 0.9, 0.05, 0.42  # MIDDLE: between neg_threshold (0.35) and threshold (0.5)
+
+
+def make(**kw) -> Endpointer:
+    # 3 windows of speech to start, 16 of silence to stop, a "pause" after 5
+    args = dict(window_s=W, threshold=0.5, neg_threshold=0.35, min_speech_s=0.096, endpoint_silence_s=0.512,
+                pause_s=0.16)
+    args.update(kw)
+    return Endpointer(**args)
+
+
+def feed(ep: Endpointer, probs: list[float], first: int = 0) -> list[tuple[int, SpeechEvent]]:
+    """Feed windows first, first+1, ... and return (window index, event) for each event."""
+    out = []
+    for i, p in enumerate(probs, start=first):
+        ev = ep.update(p, i * W)
+        if ev is not None:
+            out.append((i, ev))
+    return out
+
+
+def kinds(events) -> list[str]:
+    return [ev.kind for _, ev in events]
+
+
+def test_window_counts_from_durations():
+    ep = make()
+    assert (ep.min_speech_windows, ep.endpoint_windows, ep.pause_windows) == (3, 16, 5)
+    assert make(pause_s=0.0).pause_windows == 0
+
+
+def test_silence_gives_no_events():
+    ep = make()
+    assert feed(ep, [SILENCE] * 100 + [MIDDLE] * 50) == []
+    assert not ep.in_speech
+
+
+def test_start_is_back_dated_to_first_speech_window():
+    ep = make()
+    events = feed(ep, [SILENCE] * 10 + [SPEECH] * 5)
+    assert kinds(events) == ["start"]
+    i, ev = events[0]
+    assert i == 12  # decided on the third speech window (min_speech 96 ms)...
+    assert ev.audio_time == pytest.approx(10 * W)  # ...but dated to the first one
+    assert ev.detected_at == pytest.approx(13 * W)  # the end of the deciding window
+    assert ep.in_speech
+
+
+def test_stop_is_back_dated_to_first_silent_window_after_the_endpoint():
+    ep = make(pause_s=0.0)
+    events = feed(ep, [SPEECH] * 10 + [SILENCE] * 30)
+    assert kinds(events) == ["start", "stop"]
+    i, stop = events[1]
+    assert i == 10 + 16 - 1  # the 16th silent window (512 ms endpoint)
+    assert stop.audio_time == pytest.approx(10 * W)
+    assert stop.detected_at - stop.audio_time == pytest.approx(0.512)
+    assert not ep.in_speech
+
+
+def test_endpoint_one_window_short_does_not_stop():
+    ep = make(pause_s=0.0)
+    events = feed(ep, [SPEECH] * 10 + [SILENCE] * 15 + [SPEECH] * 5)
+    assert kinds(events) == ["start"]
+    assert ep.in_speech
+
+
+def test_short_blip_below_min_speech_does_not_start():
+    ep = make()
+    assert feed(ep, [SILENCE] * 5 + [SPEECH] * 2 + [SILENCE] * 5) == []
+    # a speech run broken by a non-speech window starts over (no hysteresis before speech)
+    assert feed(ep, [SPEECH, SPEECH, MIDDLE, SPEECH, SPEECH, SILENCE], first=20) == []
+    assert not ep.in_speech
+    # three in a row do start, dated to the first of the three
+    events = feed(ep, [SPEECH] * 3, first=26)
+    assert kinds(events) == ["start"]
+    assert events[0][1].audio_time == pytest.approx(26 * W)
+
+
+def test_short_pause_emits_one_pause_and_no_stop():
+    ep = make()
+    probs = [SPEECH] * 10 + [SILENCE] * 10 + [SPEECH] * 10  # 320 ms pause < 512 ms endpoint
+    events = feed(ep, probs)
+    assert kinds(events) == ["start", "pause"]
+    i, pause = events[1]
+    assert i == 10 + 5 - 1  # emitted on the 5th silent window (pause_s = 160 ms)
+    assert pause.audio_time == pytest.approx(10 * W)
+    assert pause.detected_at - pause.audio_time == pytest.approx(0.16)
+    assert ep.in_speech
+
+
+def test_each_silence_gets_its_own_pause_then_the_stop():
+    ep = make()
+    probs = [SPEECH] * 10 + [SILENCE] * 8 + [SPEECH] * 5 + [SILENCE] * 20
+    events = feed(ep, probs)
+    assert kinds(events) == ["start", "pause", "pause", "stop"]
+    (_, p1), (_, p2), (_, stop) = events[1:]
+    assert p1.audio_time == pytest.approx(10 * W)
+    assert p2.audio_time == pytest.approx(23 * W)
+    assert stop.audio_time == pytest.approx(23 * W)  # the stop is dated to the final silence only
+
+
+def test_no_pause_events_when_pause_is_off():
+    ep = make(pause_s=0.0)
+    events = feed(ep, [SPEECH] * 10 + [SILENCE] * 10 + [SPEECH] * 3 + [SILENCE] * 20)
+    assert kinds(events) == ["start", "stop"]
+
+
+def test_hysteresis_middle_values_do_not_reset_the_silence_run():
+    ep = make(pause_s=0.0)
+    # 10 silent windows, a long stretch of in-between values, then 6 more silent ones:
+    # 16 silent windows in all, so the endpoint fires, dated to the first silent window
+    probs = [SPEECH] * 10 + [SILENCE] * 10 + [MIDDLE] * 30 + [SILENCE] * 6
+    events = feed(ep, probs)
+    assert kinds(events) == ["start", "stop"]
+    i, stop = events[1]
+    assert i == len(probs) - 1
+    assert stop.audio_time == pytest.approx(10 * W)
+
+
+def test_hysteresis_speech_does_reset_the_silence_run():
+    ep = make(pause_s=0.0)
+    probs = [SPEECH] * 10 + [SILENCE] * 10 + [SPEECH] + [SILENCE] * 10
+    assert kinds(feed(ep, probs)) == ["start"]
+    assert ep.in_speech
+
+
+def test_middle_values_alone_never_end_speech():
+    ep = make()
+    events = feed(ep, [SPEECH] * 10 + [MIDDLE] * 200)
+    assert kinds(events) == ["start"]
+    assert ep.in_speech
+
+
+def test_two_utterances():
+    ep = make(pause_s=0.0)
+    probs = [SPEECH] * 10 + [SILENCE] * 20 + [SPEECH] * 10 + [SILENCE] * 20
+    events = feed(ep, probs)
+    assert kinds(events) == ["start", "stop", "start", "stop"]
+    assert [round(ev.audio_time / W) for _, ev in events] == [0, 10, 30, 40]
+
+
+def test_reset_returns_to_silence():
+    ep = make()
+    feed(ep, [SPEECH] * 5)
+    assert ep.in_speech
+    ep.reset()
+    assert not ep.in_speech
+    assert feed(ep, [SILENCE] * 30, first=5) == []
+    assert kinds(feed(ep, [SPEECH] * 3, first=40)) == ["start"]

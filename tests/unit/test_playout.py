@@ -1,0 +1,120 @@
+"""PlayoutBuffer: blocks pulled by a sink, with events at exact sample offsets."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.playout import PlayoutBuffer, Segment
+
+
+def ramp(start: int, n: int) -> np.ndarray:
+    return np.arange(start, start + n, dtype=np.int16)
+
+
+def ev(events) -> list[tuple[str, int, int]]:
+    return [(e.kind, e.response_id, e.offset) for e in events]
+
+
+def test_empty_buffer_reads_silence_without_events():
+    buf = PlayoutBuffer()
+    pcm, events = buf.read(64)
+    assert pcm.dtype == np.int16 and len(pcm) == 64 and not pcm.any()
+    assert events == []
+    assert not buf.pending()
+    assert buf.wait(timeout=0) is False
+
+
+def test_events_carry_sample_offsets():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, ramp(1, 100), text="Hello,", text_start=0, text_end=6, chunk_index=0))
+    buf.add(Segment(1, ramp(1001, 50), text="world.", text_start=7, text_end=13, chunk_index=1))
+    buf.end(1)
+    assert buf.pending() and buf.wait(timeout=0)
+
+    pcm, events = buf.read(80)
+    assert np.array_equal(pcm, ramp(1, 80))
+    assert ev(events) == [("response_start", 1, 0), ("chunk_start", 1, 0)]
+    assert events[1].segment.text == "Hello,"
+    assert buf.played(1) == 80
+    assert buf.now_playing == (1, 80)
+
+    pcm, events = buf.read(80)
+    assert np.array_equal(pcm[:20], ramp(81, 20))  # rest of chunk 0
+    assert np.array_equal(pcm[20:70], ramp(1001, 50))  # all of chunk 1
+    assert not pcm[70:].any()  # then silence
+    assert ev(events) == [("chunk_end", 1, 20), ("chunk_start", 1, 20), ("chunk_end", 1, 70),
+                          ("response_done", 1, 70)]
+    assert [e.segment.chunk_index for e in events[:3]] == [0, 1, 1]
+    assert (events[2].segment.text_start, events[2].segment.text_end) == (7, 13)
+    assert buf.now_playing == (1, 150)
+    assert not buf.pending()
+
+
+def test_chunk_ending_exactly_on_a_block_boundary():
+    buf = PlayoutBuffer()
+    buf.add(Segment(3, ramp(1, 64)))
+    buf.end(3)
+    _, events = buf.read(64)
+    assert ev(events) == [("response_start", 3, 0), ("chunk_start", 3, 0), ("chunk_end", 3, 64)]
+    pcm, events = buf.read(64)
+    # the end marker is only reached in the next block, at its first sample
+    assert ev(events) == [("response_done", 3, 0)]
+    assert not pcm.any()
+
+
+def test_played_counts_samples_per_response():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, ramp(1, 30)))
+    buf.add(Segment(2, ramp(1, 100)))
+    buf.read(20)
+    assert (buf.played(1), buf.played(2)) == (20, 0)
+    _, events = buf.read(20)
+    assert (buf.played(1), buf.played(2)) == (30, 10)
+    assert ev(events) == [("chunk_end", 1, 10), ("response_start", 2, 10), ("chunk_start", 2, 10)]
+    assert buf.played(99) == 0
+
+
+def test_drop_stops_the_audio_on_the_next_read():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, ramp(1, 1000)))
+    buf.add(Segment(1, ramp(1, 1000), chunk_index=1))
+    buf.end(1)
+    pcm, _ = buf.read(100)
+    assert pcm.all()  # reply 1 is playing
+    assert buf.drop(lambda rid: rid >= 2) == [1]
+    pcm, events = buf.read(100)
+    assert not pcm.any()  # the very next block is silence
+    assert events == []  # and no chunk_end/response_done for the dropped reply
+    assert not buf.pending()
+    assert buf.played(1) == 0
+
+
+def test_drop_keeps_live_responses():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, ramp(1, 500)))
+    buf.add(Segment(2, ramp(2001, 40)))
+    buf.end(2)
+    buf.read(100)
+    assert buf.drop(lambda rid: rid >= 2) == [1]
+    pcm, events = buf.read(100)
+    assert np.array_equal(pcm[:40], ramp(2001, 40))  # reply 2 starts at once
+    assert not pcm[40:].any()
+    assert ev(events) == [("response_start", 2, 0), ("chunk_start", 2, 0), ("chunk_end", 2, 40),
+                          ("response_done", 2, 40)]
+
+
+def test_drop_of_nothing_live_changes_nothing():
+    buf = PlayoutBuffer()
+    buf.add(Segment(5, ramp(1, 10)))
+    assert buf.drop(lambda rid: True) == []
+    pcm, _ = buf.read(10)
+    assert np.array_equal(pcm, ramp(1, 10))
+
+
+def test_cancel_style_drop_of_a_single_response():
+    buf = PlayoutBuffer()
+    for rid in (1, 2, 3):
+        buf.add(Segment(rid, np.full(10, rid, np.int16)))
+    assert buf.drop(lambda rid: rid != 2) == [2]
+    pcm, events = buf.read(30)
+    assert list(pcm[:20]) == [1] * 10 + [3] * 10
+    assert [e.response_id for e in events if e.kind == "response_start"] == [1, 3]

@@ -1,0 +1,299 @@
+"""Session: scripted timelines of VAD/STT/LLM/player events, checked turn by turn."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.frames import EventFrame, InterruptFrame, LLMRequestFrame, LLMTokenFrame, TranscriptFrame
+from pipeline.priorities import MESSAGE_PRIORITY, Priority, interrupts, priority_of
+from pipeline.session import Send, Session
+
+SYSTEM = "You are a test companion."
+
+
+class Timeline:
+    """Feeds frames to a Session with increasing timestamps; keeps every Send."""
+
+    def __init__(self, **kw) -> None:
+        self.s = Session(kw.pop("system_prompt", SYSTEM), **kw)
+        self.t = 1000.0
+        self.sent: list[Send] = []
+
+    def _feed(self, frame) -> list[Send]:
+        out = self.s.handle(frame)
+        self.sent += out
+        return out
+
+    def event(self, name: str, rid: int = 0, **data) -> list[Send]:
+        self.t += 0.1
+        return self._feed(EventFrame(name=name, response_id=rid, t=self.t, data=data))
+
+    def transcript(self, text: str, utterance: int) -> list[Send]:
+        self.t += 0.1
+        return self._feed(TranscriptFrame(text=text, utterance_id=utterance, created=self.t))
+
+    def user_says(self, text: str, utterance: int) -> list[Send]:
+        out = self.event("user_speech_started", utterance=utterance, audio_time=0.5)
+        out += self.event("user_speech_stopped", utterance=utterance, audio_time=1.5)
+        return out + self.transcript(text, utterance)
+
+    def reply(self, rid: int, text: str) -> list[Send]:
+        out = self.event("llm_first_token", rid, ttft_s=0.2)
+        out += self.event("llm_done", rid, text=text, llm_s=0.5)
+        out += self.event("first_reply_sample_out", rid)
+        return out + self.event("reply_done", rid, chunks=[{"chunk": 0}])
+
+
+def only_llm_request(sends: list[Send]) -> LLMRequestFrame:
+    assert len(sends) == 1
+    assert sends[0].dest == "llm"
+    assert isinstance(sends[0].frame, LLMRequestFrame)
+    return sends[0].frame
+
+
+def test_speech_start_opens_turn_one():
+    tl = Timeline()
+    assert tl.event("user_speech_started", utterance=1, audio_time=0.42) == []
+    assert list(tl.s.turns) == [1]
+    turn = tl.s.turns[1]
+    assert (turn.response_id, turn.utterance_id, turn.state) == (1, 1, "listening")
+    assert turn.events["user_speech_started"] == tl.t
+    assert turn.info["speech_start_audio"] == 0.42
+    assert tl.s.next_id == 2
+    assert tl.s.replying is None
+
+
+def test_speech_stop_and_stt_done_land_on_the_utterances_turn():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    tl.event("user_speech_stopped", utterance=1, audio_time=1.25)
+    tl.event("stt_done", utterance=1, stt_s=0.3, audio_s=1.1)
+    turn = tl.s.turns[1]
+    assert turn.state == "thinking"
+    assert turn.info["speech_end_audio"] == 1.25
+    assert (turn.info["stt_s"], turn.info["utterance_s"]) == (0.3, 1.1)
+    assert tl.event("user_speech_stopped", utterance=99) == []  # unknown utterance: ignored
+    assert list(tl.s.turns) == [1]
+
+
+def test_transcript_requests_a_reply_with_system_prompt_and_user_text():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    req = only_llm_request(tl.transcript("What time is it?", 1))
+    assert req.response_id == 1
+    assert req.priority == Priority.HIGH
+    assert req.messages == [{"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": "What time is it?"}]
+    turn = tl.s.turns[1]
+    assert (turn.transcript, turn.state) == ("What time is it?", "thinking")
+    assert turn.events["transcript_final"] == tl.t
+    assert tl.s.replying == 1
+
+
+def test_no_system_message_without_a_system_prompt():
+    tl = Timeline(system_prompt="")
+    tl.event("user_speech_started", utterance=1)
+    req = only_llm_request(tl.transcript("hi", 1))
+    assert req.messages == [{"role": "user", "content": "hi"}]
+
+
+def test_empty_transcript_is_an_empty_turn_without_llm_request():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    assert tl.transcript("   ", 1) == []
+    turn = tl.s.turns[1]
+    assert turn.state == "empty"
+    assert turn.finished
+    assert tl.s.history == []
+    assert tl.s.replying is None
+
+
+def test_transcript_without_a_vad_turn_opens_one():
+    tl = Timeline()
+    req = only_llm_request(tl.transcript("typed input", 7))
+    assert req.response_id == 1
+    assert tl.s.turns[1].utterance_id == 7
+
+
+def test_llm_done_adds_the_assistant_reply_to_history():
+    tl = Timeline()
+    tl.user_says("Hi there", 1)
+    tl.reply(1, "Hello! Nice to meet you.")
+    turn = tl.s.turns[1]
+    assert turn.reply == "Hello! Nice to meet you."
+    assert turn.state == "done"
+    assert turn.info["chunks"] == [{"chunk": 0}]
+    assert (turn.info["ttft_s"], turn.info["llm_s"]) == (0.2, 0.5)
+    assert tl.s.history == [{"role": "user", "content": "Hi there"},
+                            {"role": "assistant", "content": "Hello! Nice to meet you."}]
+    assert tl.s.replying is None
+    # the next request carries the whole conversation
+    req = only_llm_request(tl.user_says("How are you?", 2))
+    assert req.response_id == 2
+    assert [m["role"] for m in req.messages] == ["system", "user", "assistant", "user"]
+    assert req.messages[-1]["content"] == "How are you?"
+
+
+def test_turn_events_recorded_in_pipeline_order():
+    tl = Timeline()
+    tl.user_says("Hi", 1)
+    tl.event("tts_first_audio", 1, synth_s=0.1)
+    tl.reply(1, "Hello.")
+    ev = tl.s.turns[1].events
+    for name in ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
+                 "tts_first_audio", "first_reply_sample_out", "reply_done"):
+        assert name in ev
+    times = [ev[n] for n in ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
+                             "first_reply_sample_out", "reply_done")]
+    assert times == sorted(times)
+    assert tl.s.turns[1].info["synth_s"] == 0.1
+
+
+def test_first_reply_sample_means_speaking():
+    tl = Timeline()
+    tl.user_says("Hi", 1)
+    tl.event("first_reply_sample_out", 1)
+    assert tl.s.turns[1].state == "speaking"
+    assert tl.s.replying == 1
+
+
+def test_barge_in_interrupts_the_reply_in_progress():
+    tl = Timeline()
+    tl.user_says("Tell me a long story", 1)
+    tl.event("llm_first_token", 1)
+    tl.event("first_reply_sample_out", 1)
+    assert tl.s.turns[1].state == "speaking"
+
+    out = tl.event("user_speech_started", utterance=2)
+    assert len(out) == 1
+    send = out[0]
+    assert send.dest == "*"
+    assert isinstance(send.frame, InterruptFrame)
+    assert send.frame.response_id == 2  # everything older than the new turn is stale
+    assert send.frame.reason == "user_speech"
+    assert tl.s.turns[1].state == "interrupted"
+    assert tl.s.turns[2].state == "listening"
+    assert tl.s.replying is None
+    # the new turn proceeds normally
+    req = only_llm_request(tl.transcript("Actually, stop.", 2))
+    assert req.response_id == 2
+    # a late reply_done for the interrupted turn does not undo the interruption
+    tl.event("reply_done", 1)
+    assert tl.s.turns[1].state == "interrupted"
+    assert tl.s.replying == 2
+
+
+def test_barge_in_while_still_thinking_interrupts_too():
+    tl = Timeline()
+    tl.user_says("Hello", 1)
+    assert tl.s.turns[1].state == "thinking"
+    out = tl.event("user_speech_started", utterance=2)
+    assert [(s.dest, type(s.frame), s.frame.response_id) for s in out] == [("*", InterruptFrame, 2)]
+
+
+def test_speech_after_the_reply_finished_does_not_interrupt():
+    tl = Timeline()
+    tl.user_says("Hello", 1)
+    tl.reply(1, "Hi!")
+    assert tl.event("user_speech_started", utterance=2) == []
+    assert tl.s.turns[1].state == "done"
+
+
+def test_speech_while_only_listening_does_not_interrupt():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    tl.transcript("", 1)  # a cough
+    assert tl.event("user_speech_started", utterance=2) == []
+    assert [t.state for t in tl.s.turns.values()] == ["empty", "listening"]
+
+
+def test_low_priority_input_does_not_interrupt_a_high_priority_reply():
+    tl = Timeline()
+    tl.user_says("Hello", 1)
+    turn, out = tl.s.new_turn(Priority.LOW)
+    assert out == []
+    assert turn.response_id == 2
+    assert turn.priority == Priority.LOW
+    assert tl.s.turns[1].state == "thinking"
+    assert tl.s.replying == 1
+
+
+@pytest.mark.parametrize("new,cur,cuts", [
+    (Priority.HIGH, Priority.LOW, True),
+    (Priority.HIGH, Priority.HIGH, True),
+    (Priority.MEDIUM, Priority.MEDIUM, True),
+    (Priority.MEDIUM, Priority.HIGH, False),
+    (Priority.LOW, Priority.MEDIUM, False),
+])
+def test_priority_rule_in_new_turn(new, cur, cuts):
+    s = Session(SYSTEM)
+    first, _ = s.new_turn(cur)
+    s.request_reply(first, "something")
+    second, out = s.new_turn(new)
+    assert bool(out) is cuts
+    assert first.state == ("interrupted" if cuts else "thinking")
+    if cuts:
+        assert out[0].frame.response_id == second.response_id
+        assert out[0].frame.priority == new
+
+
+def test_priority_table():
+    assert interrupts(Priority.HIGH, Priority.MEDIUM)
+    assert not interrupts(Priority.LOW, Priority.HIGH)
+    assert priority_of("user_speech") == Priority.HIGH
+    assert priority_of("tap_event") == Priority.MEDIUM
+    assert priority_of("plugin_status") == Priority.LOW
+    assert set(MESSAGE_PRIORITY.values()) == set(Priority)
+    with pytest.raises(ValueError, match="unknown message type"):
+        priority_of("nope")
+
+
+def test_response_ids_only_grow():
+    tl = Timeline()
+    for u in range(1, 5):
+        tl.user_says(f"message {u}", u)
+    assert list(tl.s.turns) == [1, 2, 3, 4]
+    reqs = [s.frame for s in tl.sent if s.dest == "llm"]
+    assert [r.response_id for r in reqs] == [1, 2, 3, 4]
+    interrupts_sent = [s.frame.response_id for s in tl.sent if s.dest == "*"]
+    assert interrupts_sent == [2, 3, 4]
+
+
+def test_history_keeps_the_last_turns_only():
+    tl = Timeline(history_turns=2)
+    for u in range(1, 5):
+        tl.user_says(f"q{u}", u)
+        tl.reply(u, f"a{u}")
+    assert [m["content"] for m in tl.s.history] == ["q3", "a3", "q4", "a4"]
+    assert tl.s.messages()[0] == {"role": "system", "content": SYSTEM}
+
+
+def test_errors_are_recorded_globally_and_on_their_turn():
+    tl = Timeline()
+    tl.user_says("Hello", 1)
+    tl.event("error", 1, stage="tts", message="tts failed")
+    tl.event("error", 0, stage="mic", message="mic glitch")
+    assert tl.s.errors == ["tts failed", "mic glitch"]
+    assert tl.s.turns[1].errors == ["tts failed"]
+
+
+def test_globals_and_snapshot():
+    tl = Timeline()
+    tl.event("input_started")
+    tl.user_says("Hello", 1)
+    tl.reply(1, "Hi.")
+    tl.event("input_done")
+    snap = tl.s.snapshot()
+    assert set(snap["globals"]) == {"input_started", "input_done"}
+    assert snap["replying"] is None
+    [turn] = snap["turns"]
+    assert (turn["response_id"], turn["transcript"], turn["reply"], turn["state"]) == (1, "Hello", "Hi.", "done")
+    assert turn["priority"] == int(Priority.HIGH)
+    assert snap["history"][0]["role"] == "system"
+
+
+def test_unrelated_frames_and_unknown_responses_are_ignored():
+    tl = Timeline()
+    assert tl.s.handle(LLMTokenFrame(text="x", response_id=1)) == []
+    assert tl.event("llm_done", 42, text="ghost") == []
+    assert tl.s.turns == {}
+    assert tl.s.history == []
