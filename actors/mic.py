@@ -45,6 +45,7 @@ class MicStage(Stage):
         self.stop()
         self._stop.clear()
         self.done = False
+        self.pos = 0  # stream positions are file positions: the clock of the talk's events
         t0 = time.time()
         self._thread = threading.Thread(target=self._feed_file, args=(audio, t0, realtime), daemon=True)
         self._thread.start()

@@ -114,6 +114,7 @@ class Engine:
     def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0) -> TurnResult:
         """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``."""
         mic, player = self.actors["mic"], self.actors["player"]
+        earlier = {t["response_id"] for t in self.snapshot()["turns"]}  # turns of previous talks
         ray.get(player.open_wav.remote(str(output_wav), 24000, realtime))
         info = ray.get(mic.start_file.remote(str(input_wav), realtime))
         t0 = info["t0"]
@@ -122,7 +123,9 @@ class Engine:
         try:
             while time.monotonic() < deadline:
                 snap = self.snapshot()
-                turns = snap["turns"]
+                snap["turns"] = turns = [t for t in snap["turns"] if t["response_id"] not in earlier]
+                if snap["globals"].get("input_started", 0) < t0:
+                    snap["globals"] = {}  # the mic's input_started has not landed yet
                 if turns and all(t["state"] in ("done", "empty", "interrupted") for t in turns) \
                         and "input_done" in snap["globals"]:
                     break

@@ -3,7 +3,8 @@
 A private local cluster keeps all its traffic on loopback: ``_node_ip_address``
 alone is not enough (Ray then still binds the eth0 address); with
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` a single node binds 127.0.0.1.
-The dashboard is off (it costs ~1.1 GB and 11 processes).
+The dashboard UI is off (it costs ~1.1 GB and 11 processes); Ray still runs
+its API server and node agent without the UI modules (~175 MB RSS together).
 
 Ray starts its workers at nice 15 (``RAY_worker_niceness``); we start them at
 0 so the actors' Ray threads (the audio path, the control lane) outrank the

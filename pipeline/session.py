@@ -85,7 +85,10 @@ class Session:
 
     def _event(self, ev: EventFrame) -> list[Send]:
         name, d = ev.name, ev.data
-        if name in ("input_started", "input_done"):
+        if name == "input_started":  # a new input stream: forget the last one's end
+            self.globals = {"input_started": ev.t}
+            return []
+        if name == "input_done":
             self.globals[name] = ev.t
             return []
         if name == "error":
