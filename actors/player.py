@@ -17,7 +17,7 @@ import numpy as np
 
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler
-from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, TTSAudioFrame
+from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame, TTSAudioFrame
 from pipeline.playout import PlayEvent, PlayoutBuffer, Segment
 
 
@@ -150,6 +150,8 @@ class PlayerStage(Stage):
             raise FrameError(f"player does not take {frame.kind}")
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
+        if isinstance(frame, HoldFrame):
+            self.buf.hold(frame.response_id, frame.hold)
         if changed:
             for rid in self.buf.drop():
                 self._events.put(("reply_stopped", rid, time.time(), {"played_samples": None}))

@@ -14,17 +14,17 @@ class SessionStage(Stage):
     name = "session"
 
     def setup(self) -> None:
-        self.session = Session(self.cfg.llm.system_prompt, self.cfg.llm.history_turns)
-        self.control_acks: list[float] = []
+        self.session = Session(self.cfg.llm.system_prompt, self.cfg.llm.history_turns, self.cfg.llm.preemptive)
 
     def process(self, frame: Frame) -> None:
         for send in self.session.handle(frame):
-            if send.dest == "*":
-                # control lane of every stage; the ack times show how fast it landed
+            if send.dest == "*":  # the control lane of every stage, this one included
                 for name, target in self._targets.items():
                     if name != self.name:
                         target.control.remote(send.frame)
                 self._control(send.frame)
+            elif send.frame.urgent:
+                self._targets[send.dest].control.remote(send.frame)
             else:
                 self.emit(send.dest, send.frame)
 

@@ -100,7 +100,11 @@ class STTStage(Stage):
         elif isinstance(frame, UserPausedFrame):
             if self._spec is not None:
                 self.speculative_wasted += 1  # the user spoke on after the last pause
-            self._spec = self._start_transcription()
+            self._spec = spec = self._start_transcription()
+            utterance = self._utterance
+            # the early words go to the session at once (preemptive reply), unless
+            # the user spoke on or the endpoint came first
+            spec[0].add_done_callback(lambda f: self._preliminary(f, spec, utterance))
         elif isinstance(frame, InputAudioFrame):
             if frame.sample_rate != 16000:
                 raise FrameError(f"stt needs 16000 Hz audio, got {frame.sample_rate} Hz")
@@ -109,6 +113,14 @@ class STTStage(Stage):
             self._finish(frame)
         else:
             raise FrameError(f"stt does not take {frame.kind}")
+
+    def _preliminary(self, fut, spec, utterance: int) -> None:
+        if self._spec is not spec or fut.cancelled() or fut.exception() is not None:
+            return
+        text, _took = fut.result()
+        if text:
+            self.emit("session", TranscriptFrame(text=text, final=False, utterance_id=utterance,
+                                                 audio_start=self._start))
 
     def _finish(self, stop: UserStoppedSpeakingFrame) -> None:
         # every pause is followed by speech (a new pause) or by this stop, so

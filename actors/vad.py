@@ -90,6 +90,8 @@ class VADStage(Stage):
             self.emit("stt", block)
             if ev is not None and ev.kind == "pause":
                 self.emit("stt", UserPausedFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
+            elif ev is not None and ev.kind == "resume":
+                self.event("user_speech_resumed", utterance=self.utterance, audio_time=ev.audio_time)
         else:
             self.pre_roll.append(block)
         if ev is not None and ev.kind == "stop":

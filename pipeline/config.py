@@ -89,6 +89,9 @@ class LLMConfig:
     temperature: float = 0.6
     timeout_s: float = 30.0
     history_turns: int = 8
+    # request the reply from the speculative transcript at a pause, hold its audio
+    # until the endpoint confirms the words (cancelled if the user speaks on)
+    preemptive: bool = True
     # one 1-token request with the system prompt at start: llama.cpp then keeps
     # that prefix evaluated, so the first real turn does not pay for it
     warmup: bool = True

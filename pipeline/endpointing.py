@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass
 class SpeechEvent:
-    kind: str  # "start" | "pause" (silence began, not yet an endpoint) | "stop"
+    kind: str  # "start" | "pause" (silence began, not yet an endpoint) | "resume" (speech after a pause) | "stop"
     audio_time: float  # where it happened in the input stream (s)
     detected_at: float  # stream time when we could tell (s)
 
@@ -56,6 +56,9 @@ class Endpointer:
                 return SpeechEvent("stop", self._run_start, end)
             if self._run == self.pause_windows:
                 return SpeechEvent("pause", self._run_start, end)
-        elif prob >= self.threshold:
-            self._run = 0  # hysteresis: values in between keep the silence run going
+        elif prob >= self.threshold:  # hysteresis: values in between keep the silence run going
+            paused = self.pause_windows and self._run >= self.pause_windows
+            self._run = 0
+            if paused:
+                return SpeechEvent("resume", t, end)
         return None

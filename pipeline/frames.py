@@ -187,6 +187,19 @@ class CancelFrame(ControlFrame):
 
 
 @dataclass(kw_only=True)
+class HoldFrame(ControlFrame):
+    """Keep (``hold=True``) or release the audio of ``response_id``.
+
+    A reply started before the user's turn is certain to have ended
+    (preemptive generation) is synthesized but held at the player until the
+    endpoint confirms it.
+    """
+
+    hold: bool = True
+    urgent: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
 class PriorityChangeFrame(ControlFrame):
     """The reply ``response_id`` now runs at ``priority``."""
 

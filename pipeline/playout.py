@@ -49,6 +49,7 @@ class PlayoutBuffer:
         self.live = live
         self._q: deque[Segment | tuple[str, int]] = deque()
         self._resp: dict[int, _Response] = {}
+        self.held: set[int] = set()  # responses whose audio waits (preemptive replies)
         self._lock = threading.Lock()
         self.cond = threading.Condition(self._lock)
         self.now_playing: tuple[int, int] = (0, 0)  # (response_id, sample index within it)
@@ -70,6 +71,11 @@ class PlayoutBuffer:
             self._q.append(("end", response_id))
             self.cond.notify_all()
 
+    def hold(self, response_id: int, hold: bool) -> None:
+        with self.cond:
+            (self.held.add if hold else self.held.discard)(response_id)
+            self.cond.notify_all()
+
     def drop(self, keep: Callable[[int], bool] | None = None) -> list[int]:
         """Drop queued audio of responses no longer live (or not ``keep``); returns their ids."""
         keep = keep or self.live
@@ -78,16 +84,24 @@ class PlayoutBuffer:
             self._q = deque(x for x in self._q if keep(x.response_id if isinstance(x, Segment) else x[1]))
             for r in gone:
                 del self._resp[r]
+            self.held = {r for r in self.held if keep(r)}
             return gone
 
+    def _playable(self) -> bool:
+        return bool(self._q) and self._head_id() not in self.held
+
+    def _head_id(self) -> int:
+        head = self._q[0]
+        return head.response_id if isinstance(head, Segment) else head[1]
+
     def wait(self, timeout: float) -> bool:
-        """Block until something is queued (or ``timeout``); True if something is."""
+        """Block until something playable is queued (or ``timeout``); True if it is."""
         with self.cond:
-            return self.cond.wait_for(lambda: bool(self._q), timeout=timeout)
+            return self.cond.wait_for(self._playable, timeout=timeout)
 
     def pending(self) -> bool:
         with self._lock:
-            return bool(self._q)
+            return self._playable()
 
     def played(self, response_id: int) -> int:
         with self._lock:
@@ -99,7 +113,7 @@ class PlayoutBuffer:
         events: list[PlayEvent] = []
         filled = 0
         with self._lock:
-            while self._q and filled < n:
+            while self._q and filled < n and self._head_id() not in self.held:
                 head = self._q[0]
                 if isinstance(head, tuple):  # end marker: everything before it has played
                     self._q.popleft()

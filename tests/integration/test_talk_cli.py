@@ -25,23 +25,38 @@ def talk(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
 
 
-def test_full_turn_reply_is_spoken_and_timed(speech, tmp_path, whisper):
+def words(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+@pytest.mark.parametrize("preemptive", [True, False])
+def test_full_turn_reply_is_spoken_and_timed(speech, tmp_path, whisper, preemptive):
     question = speech("What is the capital of France?", rate=22050, pad_s=(0.6, 0.2))
     out = tmp_path / "reply.wav"
     with FakeLLM(REPLY, ttft=0.2) as llm:
-        p = talk("--input", str(question), "--output", str(out), "--json", "--set", f"llm.base_url={llm.base_url}")
+        p = talk("--input", str(question), "--output", str(out), "--json", "--set", f"llm.base_url={llm.base_url}",
+                 "--set", f"llm.preemptive={str(preemptive).lower()}")
         assert p.returncode == 0, p.stderr[-3000:]
         res = json.loads(p.stdout)
         sent = llm.requests[-1]["messages"]
     assert "capital" in res["transcript"].lower()
     assert res["reply"] == REPLY
-    # the LLM saw the system prompt and exactly what was heard
-    assert sent[0]["role"] == "system" and sent[-1] == {"role": "user", "content": res["transcript"]}
+    # the LLM saw the system prompt and exactly the words that were heard
+    assert sent[0]["role"] == "system" and sent[-1]["role"] == "user"
+    assert words(sent[-1]["content"]) == words(res["transcript"])
+    assert res["stages"].get("preemptive", False) == preemptive
     ev = res["events"]
     order = ["user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
              "tts_first_audio", "first_reply_sample_out", "reply_done"]
     assert list(ev) == order, ev
-    assert all(ev[a] <= ev[b] for a, b in zip(order, order[1:])), ev
+    causal = [("user_speech_started", "user_speech_stopped"), ("user_speech_stopped", "transcript_final"),
+              ("llm_first_token", "tts_first_audio"), ("tts_first_audio", "first_reply_sample_out"),
+              ("first_reply_sample_out", "reply_done"),
+              # never a word before the user has finished, even when the reply was prepared early
+              ("user_speech_stopped", "first_reply_sample_out")]
+    if not preemptive:
+        causal.append(("transcript_final", "llm_first_token"))
+    assert all(ev[a] <= ev[b] for a, b in causal), ev
     # the first clause is spoken before the whole reply is synthesized
     assert len(res["chunks"]) >= 2
     # the reply WAV holds the reply: its own transcription has the reply's words

@@ -88,7 +88,8 @@ def test_short_pause_emits_one_pause_and_no_stop():
     ep = make()
     probs = [SPEECH] * 10 + [SILENCE] * 10 + [SPEECH] * 10  # 320 ms pause < 512 ms endpoint
     events = feed(ep, probs)
-    assert kinds(events) == ["start", "pause"]
+    assert kinds(events) == ["start", "pause", "resume"]  # resume: the preemptive reply is dropped
+    assert events[2][0] == 20 and events[2][1].audio_time == pytest.approx(20 * W)
     i, pause = events[1]
     assert i == 10 + 5 - 1  # emitted on the 5th silent window (pause_s = 160 ms)
     assert pause.audio_time == pytest.approx(10 * W)
@@ -100,8 +101,9 @@ def test_each_silence_gets_its_own_pause_then_the_stop():
     ep = make()
     probs = [SPEECH] * 10 + [SILENCE] * 8 + [SPEECH] * 5 + [SILENCE] * 20
     events = feed(ep, probs)
-    assert kinds(events) == ["start", "pause", "pause", "stop"]
-    (_, p1), (_, p2), (_, stop) = events[1:]
+    assert kinds(events) == ["start", "pause", "resume", "pause", "stop"]
+    (_, p1), (_, resume), (_, p2), (_, stop) = events[1:]
+    assert resume.audio_time == pytest.approx(18 * W)
     assert p1.audio_time == pytest.approx(10 * W)
     assert p2.audio_time == pytest.approx(23 * W)
     assert stop.audio_time == pytest.approx(23 * W)  # the stop is dated to the final silence only

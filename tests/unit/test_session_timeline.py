@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.frames import EventFrame, InterruptFrame, LLMRequestFrame, LLMTokenFrame, TranscriptFrame
+from pipeline.frames import (CancelFrame, EventFrame, HoldFrame, InterruptFrame, LLMRequestFrame, LLMTokenFrame,
+                             TranscriptFrame)
 from pipeline.priorities import MESSAGE_PRIORITY, Priority, interrupts, priority_of
 from pipeline.session import Send, Session
 
@@ -297,3 +298,73 @@ def test_unrelated_frames_and_unknown_responses_are_ignored():
     assert tl.event("llm_done", 42, text="ghost") == []
     assert tl.s.turns == {}
     assert tl.s.history == []
+
+
+# ---------------------------------------------------------------- preemptive generation
+def prelim(tl: Timeline, text: str, utterance: int) -> list[Send]:
+    tl.t += 0.1
+    return tl._feed(TranscriptFrame(text=text, utterance_id=utterance, final=False, created=tl.t))
+
+
+def test_preemptive_reply_is_held_then_released_when_the_endpoint_confirms():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1, audio_time=0.5)
+    sends = prelim(tl, "What time is it?", 1)
+    hold, req = sends
+    assert (hold.dest, type(hold.frame), hold.frame.hold) == ("player", HoldFrame, True)
+    assert req.dest == "llm" and req.frame.response_id == hold.frame.response_id == 2
+    assert req.frame.messages[-1] == {"role": "user", "content": "What time is it?"}
+    assert tl.s.history == []  # not the user's words until the endpoint says so
+    tl.event("llm_first_token", 2, ttft_s=0.2)
+    tl.event("llm_done", 2, text="It is noon.")
+    assert tl.s.history == []
+    tl.event("user_speech_stopped", utterance=1, audio_time=1.5)
+    sends = tl.transcript("What time is it", 1)  # same words, punctuation aside
+    assert [(s.dest, type(s.frame), s.frame.hold) for s in sends] == [("player", HoldFrame, False)]
+    assert [m["role"] for m in tl.s.history] == ["user", "assistant"]
+    turn = tl.s.turns[1]
+    assert turn.info["preemptive"] is True and turn.response_id == 2
+    tl.event("first_reply_sample_out", 2)
+    tl.event("reply_done", 2)
+    assert turn.state == "done" and turn.reply == "It is noon."
+
+
+def test_speaking_on_cancels_the_preemptive_attempt_and_its_id_is_never_reused():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    prelim(tl, "Tell me", 1)
+    tl.event("llm_first_token", 2, ttft_s=0.2)
+    sends = tl.event("user_speech_resumed", utterance=1)
+    assert [(s.dest, type(s.frame), s.frame.response_id) for s in sends] == [("*", CancelFrame, 2)]
+    assert "llm_first_token" not in tl.s.turns[1].events  # the dropped attempt leaves no timings
+    tl.event("llm_done", 2, text="stale words")  # leftovers of the cancelled attempt are ignored
+    tl.event("user_speech_stopped", utterance=1)
+    req = only_llm_request(tl.transcript("Tell me a story", 1))
+    assert req.response_id == 3
+    assert tl.s.turns[1].reply == "" and tl.s.history[-1] == {"role": "user", "content": "Tell me a story"}
+
+
+def test_final_words_that_differ_cancel_the_attempt_and_ask_again():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    prelim(tl, "Play some", 1)
+    sends = tl.transcript("Play some jazz", 1)
+    assert [(s.dest, type(s.frame).__name__, s.frame.response_id) for s in sends] == [
+        ("*", "CancelFrame", 2), ("llm", "LLMRequestFrame", 3)]
+
+
+def test_a_second_preliminary_with_new_words_replaces_the_first():
+    tl = Timeline()
+    tl.event("user_speech_started", utterance=1)
+    prelim(tl, "Set a timer", 1)
+    assert prelim(tl, "Set a timer", 1) == []  # same words: the attempt stands
+    sends = prelim(tl, "Set a timer for ten minutes", 1)
+    assert [type(s.frame).__name__ for s in sends] == ["CancelFrame", "HoldFrame", "LLMRequestFrame"]
+    assert sends[0].frame.response_id == 2 and sends[2].frame.response_id == 3
+
+
+def test_preemptive_off_ignores_preliminary_words():
+    tl = Timeline(preemptive=False)
+    tl.event("user_speech_started", utterance=1)
+    assert prelim(tl, "Hello", 1) == []
+    assert only_llm_request(tl.transcript("Hello", 1)).response_id == 1
