@@ -781,7 +781,9 @@ def main(argv=None) -> int:
     fake = contextlib.nullcontext() if args.embedded else FakeLLM(args.reply, args.ttft, args.tokens_per_s)
     engine = None
     with fake as f:
-        overrides = ([] if args.embedded else [f"llm.base_url={f.base_url}"]) + list(args.overrides)
+        # The scripted LLM stands for a remote provider: it burns no CPU here, so the TTS
+        # may spin as it does with tts.spin=auto and a remote llm.base_url.
+        overrides = ([] if args.embedded else [f"llm.base_url={f.base_url}", "tts.spin=true"]) + list(args.overrides)
         try:
             cfg = load_config(args.config, overrides)
         except ConfigError as e:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.config import Config
+from pipeline.config import Config, tts_spins
 
 # Belt and braces: libraries that could reach for a hub are told not to.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,9 +120,7 @@ def load_kokoro(cfg: Config):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cfg.tts.threads
     opts.inter_op_num_threads = 1
-    # no busy-waiting between ops: on 2 cores spinning threads steal the CPU
-    # the LLM server and the audio path need
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if tts_spins(cfg) else "0")
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

@@ -111,6 +111,10 @@ class TTSConfig:
     speed: float = 1.0
     threads: int = 2
     nice: int = 10
+    # onnxruntime worker threads spin between ops: ~10% faster alone, but they
+    # steal the CPU of an LLM on the same machine. "auto": spin only when the
+    # LLM is remote (llm.base_url set to a host other than this one).
+    spin: str = "auto"
     first_chunk_min_chars: int = 4  # cut the first clause (at , ; :) once this long; the 2nd at 3x
     chunk_min_chars: int = 40  # later chunks wait for a sentence end up to this length
 
@@ -148,9 +152,22 @@ class Config:
         for key in ("stt.nice", "tts.nice", "llm.embedded_nice"):
             need(0 <= _get(self, key) <= 19, key, "must be 0..19")
         need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
+        need(self.tts.spin in ("auto", "true", "false"), "tts.spin", "must be auto, true or false")
         need(0.25 <= self.tts.speed <= 4.0, "tts.speed", "must be 0.25..4")
         need(self.llm.base_url == "" or self.llm.base_url.startswith(("http://", "https://")),
              "llm.base_url", "must be empty (embedded server) or an http(s) URL")
+
+
+def llm_is_local(cfg: Config) -> bool:
+    """True when the LLM shares this machine's CPU (embedded, or a loopback server)."""
+    from urllib.parse import urlparse
+
+    host = urlparse(cfg.llm.base_url).hostname or ""
+    return not cfg.llm.base_url or host in ("localhost", "::1") or host.startswith("127.")
+
+
+def tts_spins(cfg: Config) -> bool:
+    return cfg.tts.spin == "true" or (cfg.tts.spin == "auto" and not llm_is_local(cfg))
 
 
 def _get(cfg: Any, dotted: str) -> Any:

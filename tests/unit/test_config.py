@@ -186,3 +186,18 @@ def test_out_of_range_in_a_profile(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("overrides, local, spins", [
+    ([], True, False),  # embedded LLM shares the CPU: no spinning
+    (["llm.base_url=http://127.0.0.1:8080/v1"], True, False),
+    (["llm.base_url=http://localhost:11434/v1"], True, False),
+    (["llm.base_url=https://api.example.com/v1"], False, True),
+    (["llm.base_url=https://api.example.com/v1", "tts.spin=false"], False, False),
+    (["tts.spin=true"], True, True),
+])
+def test_tts_spins_only_when_the_llm_is_elsewhere(overrides, local, spins):
+    from pipeline.config import llm_is_local, tts_spins
+
+    cfg = load_config(overrides=overrides)
+    assert (llm_is_local(cfg), tts_spins(cfg)) == (local, spins)
