@@ -138,29 +138,28 @@ class ControlFrame(Frame):
 
 
 @dataclass(kw_only=True)
-class UserStartedSpeakingFrame(ControlFrame):
-    utterance_id: int = 0
-    audio_time: float = 0.0  # where speech starts in the input stream (s)
+class UserSpeechFrame(ControlFrame):
+    """A VAD decision about the user's speech, in order with the audio it marks."""
+
+    utterance_id: int = 0  # the VAD's count of utterances heard
+    audio_time: float = 0.0  # where it happened in the input stream (s)
 
     input_side: ClassVar[bool] = True
 
 
 @dataclass(kw_only=True)
-class UserPausedFrame(ControlFrame):
+class UserStartedSpeakingFrame(UserSpeechFrame):
+    pass
+
+
+@dataclass(kw_only=True)
+class UserPausedFrame(UserSpeechFrame):
     """Speech has gone quiet for a while: a likely (not yet certain) end of turn."""
 
-    utterance_id: int = 0
-    audio_time: float = 0.0
-
-    input_side: ClassVar[bool] = True
-
 
 @dataclass(kw_only=True)
-class UserStoppedSpeakingFrame(ControlFrame):
-    utterance_id: int = 0
-    audio_time: float = 0.0  # where speech ended in the input stream (s)
-
-    input_side: ClassVar[bool] = True
+class UserStoppedSpeakingFrame(UserSpeechFrame):
+    pass
 
 
 @dataclass(kw_only=True)
