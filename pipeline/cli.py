@@ -141,14 +141,14 @@ def cmd_run(args, cfg) -> int:
         shown: dict[int, str] = {}
         while not stop:
             snap = engine.snapshot()
-            for t in snap["turns"]:
+            for i, t in enumerate(snap["turns"]):  # a turn's response_id changes with preemptive attempts
                 line = f"[{t['state']}] you: {t['transcript']}  | kokoro: {t['reply']}"
-                if shown.get(t["response_id"]) != line:
-                    shown[t["response_id"]] = line
+                if shown.get(i) != line:
+                    shown[i] = line
                     ev = t["events"]
                     lat = ""
                     if "first_reply_sample_out" in ev and "user_speech_stopped" in ev:
-                        lat = f"  ({ev['first_reply_sample_out'] - ev['user_speech_stopped']:.2f} s)"
+                        lat = f"  (answered {ev['first_reply_sample_out'] - ev['user_speech_stopped']:.2f} s after you stopped)"
                     print(line + lat, flush=True)
             time.sleep(0.1)
     finally:
