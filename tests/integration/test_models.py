@@ -81,3 +81,16 @@ def test_tts_speaks_what_it_is_given(whisper, test_config):
     pcm16k = Resampler(rate, 16000)(to_int16(np.asarray(audio, np.float32)))
     text = transcribe(whisper, to_float32(pcm16k), "en", 1, 0.6).lower()
     assert "morning" in text and "coffee" in text, text
+
+
+def test_short_audio_context_transcribes_a_long_turn(speech, whisper):
+    """The reduced encoder context (actors/stt.py) keeps a 10+ s turn intact."""
+    from actors.stt import _context_frames, transcribe_short
+
+    wav = speech("Yesterday I walked to the market with my sister. We bought apples and a large melon, "
+                 "and then we sat in the park near the river until the sun went down.", pad_s=(0.2, 0.0))
+    audio = to_float32(load_audio(wav))
+    assert len(audio) / 16000 > 9 and _context_frames(len(audio) / 16000) < 3000
+    text = transcribe_short(whisper, audio, "en", 1, 0.6).lower()
+    for word in ("market", "sister", "apples", "park", "river", "sun"):
+        assert word in text, text
