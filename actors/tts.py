@@ -33,7 +33,7 @@ class TTSStage(Stage):
         self.audio_s = 0.0
 
     def extra_stats(self) -> dict:
-        return {"rtf": self.synth_s / self.audio_s if self.audio_s else None,
+        return {"rtf": self.synth_s / self.audio_s if self.audio_s else None, "aborted": self.tts.sess.aborted,
                 "thread_nice": self.worker.thread_nice()}
 
     def _synth(self, text: str) -> np.ndarray:
@@ -64,9 +64,11 @@ class TTSStage(Stage):
             raise FrameError(f"tts does not take {frame.kind}")
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
-        if changed:  # the synthesis in flight finishes, its audio is dropped below
+        if changed:
             for rid in [r for r in self._chunkers if not self.gate.is_live(r)]:
                 self._chunkers.pop(rid, None)
+            # stop the clause in flight if it belongs to a dead reply: nobody will hear it
+            self.tts.sess.abort_if(lambda rid: rid is not None and not self.gate.is_live(rid))
 
     def _speak(self, chunk: Chunk, src: Frame) -> None:
         rid = src.response_id
@@ -74,7 +76,13 @@ class TTSStage(Stage):
         if not text or not self.gate.is_live(rid):
             return
         t0 = time.time()
-        pcm = self.worker.call(self._synth, text)
+        self.tts.sess.tag = rid
+        try:
+            pcm = self.worker.call(self._synth, text)
+        except Exception:
+            if not self.gate.is_live(rid):
+                return  # aborted by an interrupt/cancel
+            raise
         took = time.time() - t0
         self.synth_s += took
         self.audio_s += len(pcm) / self.sample_rate

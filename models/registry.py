@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from models.runtime import AbortableSession
 from pipeline.config import Config, tts_spins
 
 # Belt and braces: libraries that could reach for a hub are told not to.
@@ -125,7 +126,7 @@ def load_kokoro(cfg: Config):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
-    tts = Kokoro.from_session(session, str(voices))
+    tts = Kokoro.from_session(AbortableSession(session), str(voices))  # tts.sess.abort_if() stops a synthesis
     if cfg.tts.voice not in tts.get_voices():
         raise ModelNotFound(f"tts.voice={cfg.tts.voice!r} is not in {voices.name}; available: {tts.get_voices()}")
     return tts

@@ -44,3 +44,45 @@ class InferenceThread:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AbortableSession:
+    """An onnxruntime session whose running ``run()`` another thread can stop.
+
+    The caller labels the work with ``tag`` (e.g. a response id) before running
+    it; ``abort_if(dead)`` sets ``RunOptions.terminate`` on the call in flight if
+    ``dead(its tag)``, which then raises within milliseconds: an interrupted
+    reply's synthesis frees the CPU at once instead of finishing a clause nobody
+    will hear. Checking the tag under the lock means a later, live call is
+    never hit by an abort meant for an earlier one.
+    """
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self.tag: Any = None
+        self._running: tuple[Any, Any] | None = None  # (RunOptions, tag) of the call in flight
+        self._lock = threading.Lock()
+        self.aborted = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+    def run(self, output_names, input_feed, run_options=None):
+        import onnxruntime as ort
+
+        opts = run_options or ort.RunOptions()
+        with self._lock:
+            self._running = (opts, self.tag)
+        try:
+            return self._session.run(output_names, input_feed, opts)
+        finally:
+            with self._lock:
+                self._running = None
+
+    def abort_if(self, dead: Callable[[Any], bool]) -> bool:
+        with self._lock:
+            if self._running is None or not dead(self._running[1]):
+                return False
+            self._running[0].terminate = True
+            self.aborted += 1
+            return True

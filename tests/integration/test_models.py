@@ -94,3 +94,34 @@ def test_short_audio_context_transcribes_a_long_turn(speech, whisper):
     text = transcribe_short(whisper, audio, "en", 1, 0.6).lower()
     for word in ("market", "sister", "apples", "park", "river", "sun"):
         assert word in text, text
+
+
+def test_a_synthesis_in_flight_can_be_aborted(test_config):
+    """An interrupt stops the clause being synthesized (RunOptions.terminate), not after it."""
+    import threading
+
+    from models.registry import load_kokoro
+
+    tts = load_kokoro(test_config)
+    long_text = ("This is a long sentence that takes the speech model several seconds to synthesize, "
+                 "because it goes on and on about nothing in particular, clause after clause, for a while.")
+    result: dict = {}
+
+    def speak():
+        tts.sess.tag = 7
+        try:
+            result["audio"] = tts.create(long_text, voice=test_config.tts.voice, lang=test_config.tts.lang)
+        except Exception as e:
+            result["error"] = e
+
+    th = threading.Thread(target=speak)
+    th.start()
+    while tts.sess._running is None:  # wait until the model is running
+        th.join(0.005)
+    assert not tts.sess.abort_if(lambda tag: tag == 8)  # another response's abort leaves it alone
+    assert tts.sess.abort_if(lambda tag: tag == 7)
+    th.join(30)
+    assert "error" in result and "audio" not in result
+    # the session stays usable
+    audio, _ = tts.create("Still here.", voice=test_config.tts.voice, lang=test_config.tts.lang)
+    assert len(audio) > 0
