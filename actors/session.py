@@ -1,6 +1,7 @@
 """Session actor: hosts ``pipeline.session.Session`` and fans control out to every stage."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import ray
@@ -14,10 +15,14 @@ class SessionStage(Stage):
     name = "session"
 
     def setup(self) -> None:
+        # snapshot() runs on the control lane's thread, process() on the data lane's
+        self._lock = threading.Lock()
         self.session = Session(self.cfg.llm.system_prompt, self.cfg.llm.history_turns, self.cfg.llm.preemptive)
 
     def process(self, frame: Frame) -> None:
-        for send in self.session.handle(frame):
+        with self._lock:
+            sends = self.session.handle(frame)
+        for send in sends:
             if send.dest == "*":  # the control lane of every stage, this one included
                 for name, target in self._targets.items():
                     if name != self.name:
@@ -30,7 +35,8 @@ class SessionStage(Stage):
 
     @ray.method(concurrency_group="control")
     def snapshot(self) -> dict[str, Any]:
-        return self.session.snapshot()
+        with self._lock:
+            return self.session.snapshot()
 
 
 SessionActor = stage_actor(SessionStage)

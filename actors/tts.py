@@ -64,10 +64,9 @@ class TTSStage(Stage):
             raise FrameError(f"tts does not take {frame.kind}")
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
+        # (dead replies' chunkers are dropped by _chunker on the data lane, the only
+        # thread that touches them) stop the clause in flight if nobody will hear it
         if changed:
-            for rid in [r for r in self._chunkers if not self.gate.is_live(r)]:
-                self._chunkers.pop(rid, None)
-            # stop the clause in flight if it belongs to a dead reply: nobody will hear it
             self.tts.sess.abort_if(lambda rid: rid is not None and not self.gate.is_live(rid))
 
     def _speak(self, chunk: Chunk, src: Frame) -> None:
