@@ -134,9 +134,6 @@ class MicStage(Stage):
             self._thread.join(timeout=2)
             self._thread = None
 
-    def is_done(self) -> bool:
-        return self.done
-
     def extra_stats(self) -> dict:
         return {"samples_sent": self.pos, "device_errors": self.device_errors}
 

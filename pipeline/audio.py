@@ -77,8 +77,3 @@ class Resampler:
         out = [f.to_ndarray().reshape(-1) for f in self._rs.resample(frame)]
         return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
 
-
-def rms_dbfs(pcm: np.ndarray) -> float:
-    x = to_float32(pcm)
-    r = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-    return 20 * np.log10(max(r, 1e-9))
