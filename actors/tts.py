@@ -46,7 +46,8 @@ class TTSStage(Stage):
         if rid not in self._chunkers:
             t = self.cfg.tts
             self._chunkers = {r: c for r, c in self._chunkers.items() if self.gate.is_live(r)}
-            self._chunkers[rid] = TextChunker(t.first_chunk_min_chars, t.chunk_min_chars)
+            self._chunkers[rid] = TextChunker(t.first_chunk_min_chars, t.chunk_min_chars,
+                                              first_max_words=t.first_chunk_max_words)
         return self._chunkers[rid]
 
     def process(self, frame: Frame) -> None:

@@ -35,13 +35,19 @@ def clean_for_speech(text: str) -> str:
 
 
 class TextChunker:
-    def __init__(self, first_min_chars: int = 4, min_chars: int = 40, max_chars: int = 220) -> None:
+    def __init__(self, first_min_chars: int = 4, min_chars: int = 40, max_chars: int = 220,
+                 first_max_words: int = 0) -> None:
         self.first_min_chars = first_min_chars
+        # >0: the first chunk may also end after this many words with no punctuation yet
+        # (faster first audio, at some cost in prosody); 0 = punctuation only
+        self.first_max_words = first_max_words
         self.min_chars = min_chars
         self.max_chars = max_chars
         self.text = ""  # the whole reply so far
         self._pos = 0  # start of the not-yet-emitted tail
         self._index = 0
+        self._mid_sentence = False
+        self._shift = 0
 
     def add(self, piece: str) -> list[Chunk]:
         self.text += piece
@@ -60,7 +66,10 @@ class TextChunker:
     def _cut(self) -> Chunk | None:
         tail = self.text[self._pos:]
         first = self._index == 0
-        early_clause = self.first_min_chars * 3 ** self._index if self._index < 2 else None
+        k = self._index - self._shift  # a word-cut first chunk and its completion count as one
+        early_clause = self.first_min_chars * 3 ** k if k < 2 else None
+        if self._mid_sentence:  # the first chunk was cut at a word: finish that sentence soon
+            early_clause = 1
         clause_at = None
         for i, ch in enumerate(tail[:-1]):
             if not tail[i + 1].isspace():
@@ -74,6 +83,11 @@ class TextChunker:
                     return self._emit(self._pos + i + 1)
                 if i < self.max_chars:  # only boundaries that keep the chunk within max_chars
                     clause_at = i
+        if first and self.first_max_words:
+            spaces = [i for i, ch in enumerate(tail) if ch.isspace() and i > 0 and not tail[i - 1].isspace()]
+            if len(spaces) >= self.first_max_words:  # N complete words, no boundary among them
+                self._mid_sentence, self._shift = True, 1
+                return self._emit(self._pos + spaces[self.first_max_words - 1])
         if len(tail) > self.max_chars:  # a very long sentence: cut at its last clause, else a space
             cut = clause_at + 1 if clause_at is not None else tail.rfind(" ", 0, self.max_chars)
             if cut > 0:
@@ -81,6 +95,7 @@ class TextChunker:
         return None
 
     def _emit(self, end: int) -> Chunk:
+        self._mid_sentence = self._mid_sentence and self._index == 0  # only until the 2nd chunk
         raw = self.text[self._pos:end]
         lead = len(raw) - len(raw.lstrip())
         start = self._pos + lead

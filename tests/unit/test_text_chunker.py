@@ -182,3 +182,21 @@ def test_long_stretch_added_at_once_respects_max_chars():
     body = " ".join(f"word{i}" + ("," if i % 13 == 12 else "") for i in range(120))
     _, chunks = run([f"Hello there. Ok then. {body} and more"])
     assert all(len(ch.text) <= 220 for ch in chunks), [len(ch.text) for ch in chunks]
+
+
+def test_first_chunk_word_cut_is_opt_in_and_finishes_its_sentence_next():
+    reply = "That's a good question. Let me think about it for a second, and then I will answer you properly."
+
+    def chunks(**kw):
+        c = TextChunker(**kw)
+        out = []
+        for w in reply.split(" "):
+            out += c.add(w + " ")
+        return [x.text for x in out + c.flush()]
+
+    assert chunks()[0] == "That's a good question."  # off by default: punctuation only
+    assert chunks(first_max_words=3) == ["That's a good", "question.", "Let me think about it for a second,",
+                                         "and then I will answer you properly."]
+    # punctuation that comes first still wins
+    c = TextChunker(first_max_words=3)
+    assert [x.text for x in c.add("Sure, I can help. ") + c.flush()] == ["Sure,", "I can help."]
