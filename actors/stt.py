@@ -50,7 +50,19 @@ def transcribe_short(model, audio: np.ndarray, language: str, beam_size: int, no
                                suppress_tokens=list(get_suppressed_tokens(tok, [-1])))[0]
     if res.no_speech_prob >= no_speech_threshold:
         return ""
-    return tok.decode([t for t in res.sequences_ids[0] if t < tok.eot]).strip()
+    return drop_repeats(tok.decode([t for t in res.sequences_ids[0] if t < tok.eot]).strip())
+
+
+def drop_repeats(text: str) -> str:
+    """Cut a transcript that starts over: Whisper, given more context than speech, sometimes
+    repeats the utterance into the padding ("The moon is far away. The moon is far")."""
+    words = text.split()
+    norm = ["".join(c for c in w.lower() if c.isalnum()) for w in words]
+    for n in range(3, len(words) - 2):  # at least 3 words said, at least 3 repeated
+        rest = norm[n:]
+        if (norm[:n] * (len(rest) // n + 1))[:len(rest)] == rest:
+            return " ".join(words[:n])
+    return text
 
 
 def transcribe(model, audio: np.ndarray, language: str, beam_size: int, no_speech_threshold: float) -> str:

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 _SENTENCE_END = ".!?…。！？"
 _CLAUSE_END = ",;:—–、，；："
 _MARKUP = re.compile(r"[*_#`>|~]+|\[[^\]]*\]\([^)]*\)")  # markdown bits nobody should hear
+_FUNCTION_WORDS = frozenset(
+    "a an the of to in on at for with by from into onto about as and or but nor so if than that "
+    "which who whom whose this these those my your his her its our their is are was were be been "
+    "am do does did has have had will would can could should may might must not no i you he she "
+    "it we they me him us them what when where how why there here very just".split())
 _ABBREV = re.compile(r"\b(?:mr|mrs|ms|dr|prof|sr|jr|st|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)
 
 
@@ -85,9 +90,13 @@ class TextChunker:
                     clause_at = i
         if first and self.first_max_words:
             spaces = [i for i, ch in enumerate(tail) if ch.isspace() and i > 0 and not tail[i - 1].isspace()]
-            if len(spaces) >= self.first_max_words:  # N complete words, no boundary among them
-                self._mid_sentence, self._shift = True, 1
-                return self._emit(self._pos + spaces[self.first_max_words - 1])
+            # N complete words and no boundary among them; never end the fragment on a
+            # function word ("The capital of | France" blurs, "The capital of France | is" does not)
+            for n in range(self.first_max_words, min(len(spaces), self.first_max_words + 3) + 1):
+                last = tail[:spaces[n - 1]].split()[-1].lower().strip("'\"")
+                if last not in _FUNCTION_WORDS:
+                    self._mid_sentence, self._shift = True, 1
+                    return self._emit(self._pos + spaces[n - 1])
         if len(tail) > self.max_chars:  # a very long sentence: cut at its last clause, else a space
             cut = clause_at + 1 if clause_at is not None else tail.rfind(" ", 0, self.max_chars)
             if cut > 0:
