@@ -1,0 +1,78 @@
+"""Does cutting the first TTS chunk at a word hurt what the listener hears?
+
+Each reply is chunked as the TTS stage would (whole clauses, and the opt-in
+word cut ``tts.first_chunk_max_words``), every chunk is synthesized on its own
+by Kokoro and joined with an 80 ms gap, and Whisper transcribes the result.
+Writes the word error rate per setting to benchmarks/results/first_chunk_quality.json.
+
+    .venv/bin/python benchmarks/first_chunk_quality.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.stt import transcribe  # noqa: E402
+from models.registry import load_kokoro, load_whisper  # noqa: E402
+from pipeline.audio import Resampler, to_float32, to_int16  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.text_chunker import TextChunker  # noqa: E402
+
+REPLIES = [
+    "The capital of France is Paris. It sits on the river Seine.",
+    "That's a good question. Let me think about it for a second.",
+    "I think the best way to cook rice is slowly, with a lid on.",
+    "Well you could try reading a mystery novel this weekend.",
+    "The moon is about three hundred eighty thousand kilometers away from the earth.",
+    "Sure thing, here is a joke about cats for you.",
+    "My favourite season in London is spring because the parks are full of flowers.",
+    "You should drink some water and get a good night of sleep before the exam.",
+]
+
+
+def words(text: str) -> list[str]:
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    d = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        prev, d[0] = d[:], i
+        for j in range(1, len(hyp) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (ref[i - 1] != hyp[j - 1]))
+    return d[-1]
+
+
+def main() -> None:
+    cfg = load_config()
+    tts, stt = load_kokoro(cfg), load_whisper(cfg)
+    to16k = Resampler(24000, 16000)
+    out: dict = {"replies": REPLIES, "settings": {}}
+    for max_words in (0, 3):
+        errors = total = 0
+        rows = []
+        for reply in REPLIES:
+            ch = TextChunker(first_max_words=max_words)
+            chunks = [c for w in reply.split(" ") for c in ch.add(w + " ")] + ch.flush()
+            parts = []
+            for c in chunks:
+                audio, rate = tts.create(c.speech, voice=cfg.tts.voice, lang=cfg.tts.lang)
+                parts += [to_int16(np.asarray(audio, np.float32)), np.zeros(int(0.08 * rate), np.int16)]
+            heard = transcribe(stt, to_float32(to16k(np.concatenate(parts))), "en", 1, 0.6)
+            e = edit_distance(words(reply), words(heard))
+            errors, total = errors + e, total + len(words(reply))
+            rows.append({"chunks": [c.text for c in chunks], "heard": heard, "word_errors": e})
+        out["settings"][f"first_chunk_max_words={max_words}"] = {"wer": round(errors / total, 4), "rows": rows}
+        print(f"first_chunk_max_words={max_words}: WER {errors / total:.3f}")
+    path = Path(__file__).resolve().parent / "results" / "first_chunk_quality.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
