@@ -126,8 +126,7 @@ class Engine:
                 snap["turns"] = turns = [t for t in snap["turns"] if t["response_id"] not in earlier]
                 if snap["globals"].get("input_started", 0) < t0:
                     snap["globals"] = {}  # the mic's input_started has not landed yet
-                if turns and all(t["state"] in ("done", "empty", "interrupted") for t in turns) \
-                        and "input_done" in snap["globals"]:
+                if turns and all(t["finished"] for t in turns) and "input_done" in snap["globals"]:
                     break
                 if not turns and "input_done" in snap["globals"]:
                     break  # the whole input went by without speech

@@ -50,7 +50,7 @@ class Turn:
     def to_dict(self) -> dict[str, Any]:
         return {"response_id": self.response_id, "priority": int(self.priority), "utterance_id": self.utterance_id,
                 "events": dict(self.events), "info": dict(self.info), "transcript": self.transcript,
-                "reply": self.reply, "state": self.state, "errors": list(self.errors)}
+                "reply": self.reply, "state": self.state, "finished": self.finished, "errors": list(self.errors)}
 
 
 @dataclass
