@@ -4,9 +4,17 @@ Emits 32 ms InputAudioFrames at 16 kHz to the VAD. A file source is fed at
 real-time pace (each block when a real mic would deliver it) and followed by
 silence, as a live mic would be; ``realtime=False`` feeds it as fast as the
 pipeline takes it.
+
+Echo path: the engine's own output, read from the shared playback clock for
+the same wall-clock span, is the reference of a WebRTC echo canceller, and
+its level rides on every frame so the VAD can be stricter while the engine
+talks. A file source can also simulate open speakers (the output mixed back
+in, delayed and attenuated) and a barge-in (a second file mixed in a set
+time after the first reply sample is heard).
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -16,6 +24,7 @@ import numpy as np
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler, load_audio
 from pipeline.frames import Frame, FrameError, InputAudioFrame
+from pipeline.playback_clock import PlaybackClock, segment_name
 
 RATE = 16000
 
@@ -30,18 +39,87 @@ class MicStage(Stage):
         self.pos = 0
         self.done = False
         self.device_errors = 0
+        self._clock: PlaybackClock | None = None
+        self._clock_tried = 0.0
+        self.aec = None
+        if self.cfg.echo.cancel:
+            from pipeline.echo_cancel import EchoCanceller
+
+            self.aec = EchoCanceller(self.block)
+        self.simulate_echo = False
+        self._barge: dict | None = None  # a second file to mix in once the reply is heard
+        self.echo_blocks = 0
+
+    # ------------------------------------------------------------ echo path
+    def _playback(self) -> PlaybackClock | None:
+        if self._clock is None and time.monotonic() - self._clock_tried > 1.0:
+            self._clock_tried = time.monotonic()
+            self._clock = PlaybackClock.attach(segment_name(self.cfg.engine.run_id or "", self.session_id))
+        return self._clock
+
+    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float]:
+        """(the block with the engine's own voice cancelled, the level of that voice meanwhile)."""
+        clock = self._playback()
+        if clock is None:
+            return pcm, 0.0
+        e = self.cfg.echo
+        if self.simulate_echo:  # the output leaks back into the mic, as from open speakers
+            leak = clock.reference(t_cap - e.simulate_delay_ms / 1000, len(pcm)).astype(np.float32)
+            pcm = np.clip(pcm + leak * 10 ** (e.simulate_gain_db / 20), -32768, 32767).astype(np.int16)
+        if self._barge is not None:
+            pcm = self._mix_barge_in(pcm, t_cap, clock)
+        ref = clock.reference(t_cap, len(pcm))
+        level = float(np.sqrt(np.mean(ref.astype(np.float32) ** 2)))
+        if self.aec is not None:
+            pcm = self.aec.process(pcm, ref)
+            self.echo_blocks += level > 0
+        return pcm, level
+
+    def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
+        b = self._barge
+        if b["t"] is None:  # wait for the first reply sample to be heard
+            rid, _, audible = clock.position(t_cap + len(pcm) / RATE)
+            if not audible:
+                return pcm
+            b["t"] = t_cap + len(pcm) / RATE + b["at"]
+            self.event("barge_in_scheduled", t=b["t"], first_heard=t_cap + len(pcm) / RATE)
+        start = int(round((t_cap - b["t"]) * RATE))  # index into the barge-in audio of this block's first sample
+        lo, hi = max(0, start), min(len(b["audio"]), start + len(pcm))
+        if hi <= lo:
+            return pcm
+        if not b["started"]:
+            b["started"] = True
+            self.event("barge_in_started", t=b["t"], speech_onset=b["t"] + b["onset"])
+        mixed = pcm.astype(np.int32)
+        mixed[lo - start:hi - start] += b["audio"][lo:hi]
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
 
     def process(self, frame: Frame) -> None:
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos))
+        pcm, level = self._echo_path(pcm, capture_time)
+        self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
+                                         playback_level=level))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file
-    def start_file(self, path: str, realtime: bool = True) -> dict:
-        """Start feeding ``path``; returns its duration and the wall time of sample 0."""
+    def start_file(self, path: str, realtime: bool = True, barge_in: str | None = None,
+                   barge_in_at: float = 1.5, simulate_echo: bool | None = None) -> dict:
+        """Start feeding ``path``; returns its duration and the wall time of sample 0.
+
+        ``barge_in``: a second file mixed in ``barge_in_at`` seconds after the first
+        reply sample is heard. ``simulate_echo``: mix the engine's output back in
+        (default: ``echo.simulate``).
+        """
         audio = load_audio(path, RATE)
+        self._barge = None
+        if barge_in:
+            b = load_audio(barge_in, RATE)
+            loud = np.flatnonzero(np.abs(b.astype(np.int32)) > 500)
+            self._barge = {"audio": b.astype(np.int32), "at": barge_in_at, "t": None, "started": False,
+                           "onset": (loud[0] / RATE) if len(loud) else 0.0}
+        self.simulate_echo = self.cfg.echo.simulate if simulate_echo is None else simulate_echo
         self.stop()
         self._stop.clear()
         self.done = False
@@ -135,7 +213,8 @@ class MicStage(Stage):
             self._thread = None
 
     def extra_stats(self) -> dict:
-        return {"samples_sent": self.pos, "device_errors": self.device_errors}
+        return {"samples_sent": self.pos, "device_errors": self.device_errors, "echo_blocks": self.echo_blocks,
+                "clock": self._clock is not None, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
 
 
 MicActor = stage_actor(MicStage)

@@ -1,12 +1,15 @@
 """Player stage: a sound device, or a WAV file clocked like one.
 
-Both sinks pull fixed blocks from a ``PlayoutBuffer`` and stamp every event
-with the time its sample is heard (device output latency included). The WAV
-sink records the exact sample position of each chunk, so what was heard can
-be mapped back to the words.
+Both sinks pull fixed blocks from a ``PlayoutBuffer`` and stamp every block
+with the time its first sample is heard (device output latency included).
+Every block goes to the shared ``PlaybackClock`` (which response and sample is
+audible when, and the signal itself as the echo canceller's reference); the
+WAV sink also records the exact sample position of each chunk. The device
+sink reopens its stream when the device errors or vanishes.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -14,19 +17,23 @@ import wave
 from typing import Any
 
 import numpy as np
+import ray
 
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler
 from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame, TTSAudioFrame
+from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
 from pipeline.playout import PlayEvent, PlayoutBuffer, Segment
+
+LOUD = 300  # int16: above this a sample counts as sound (about -40 dBFS)
 
 
 class WavSink:
     """Writes what would be heard, clocked in real time (or as fast as it comes)."""
 
-    def __init__(self, path: str, rate: int, block: int, realtime: bool, buf: PlayoutBuffer, on_events) -> None:
+    def __init__(self, path: str, rate: int, block: int, realtime: bool, buf: PlayoutBuffer, on_block) -> None:
         self.rate, self.block, self.realtime = rate, block, realtime
-        self.buf, self.on_events = buf, on_events
+        self.buf, self.on_block = buf, on_block
         self.samples_written = 0
         self._wav = wave.open(path, "wb")
         self._wav.setnchannels(1)
@@ -51,7 +58,9 @@ class WavSink:
             else:
                 if not self.buf.wait(timeout=0.1):
                     continue
-            t_block = time.time()
+            # heard one block after it is handed over, as from a device's buffer: the
+            # playback clock then knows a block ahead what is heard, as with a device
+            t_block = time.time() + (period if self.realtime else 0.0)
             pcm, events = self.buf.read(self.block)
             started = self._active > 0 or any(e.kind == "response_start" for e in events)
             if started:
@@ -65,8 +74,7 @@ class WavSink:
                     self._active += 1
                 elif e.kind == "response_done":
                     self._active = max(0, self._active - 1)
-            if events:
-                self.on_events(events, t_block, base)
+            self.on_block(pcm, events, t_block, base)
 
     def close(self) -> None:
         self._stop.set()
@@ -75,33 +83,79 @@ class WavSink:
 
 
 class DeviceSink:
-    """One long-lived sounddevice OutputStream (opening one per chunk costs ~200 ms)."""
+    """One long-lived sounddevice OutputStream (opening one per chunk costs ~200 ms).
 
-    def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_events) -> None:
+    A watchdog reopens the stream when it errors or its callback stops coming
+    (the device vanished); audio queued meanwhile waits in the buffer.
+    """
+
+    STALL_S = 0.5  # no callback for this long on a started stream: the device is gone
+
+    def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_block, on_error) -> None:
+        self.device, self.buf, self.on_block, self.on_error = device, buf, on_block, on_error
+        self.block, self.rate = block, rate
+        self.samples_written = 0
+        self.status_errors = 0
+        self.reopened = 0
+        self.latency = 0.0
+        self._last_cb = time.monotonic()
+        self._stop = threading.Event()
+        self.stream = self._open()  # the first open fails loudly: a wrong device name is a config error
+        threading.Thread(target=self._watch, name="player-watchdog", daemon=True).start()
+
+    def _open(self):
         from pipeline.devices import import_sounddevice
 
         sd = import_sounddevice()
-        self.buf, self.on_events, self.block, self.rate = buf, on_events, block, rate
-        self.samples_written = 0
-        self.status_errors = 0
-        self.stream = sd.OutputStream(samplerate=rate, channels=1, dtype="int16", blocksize=block,
-                                      device=device or None, latency="low", callback=self._callback)
-        self.stream.start()
+        stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="int16", blocksize=self.block,
+                                 device=self.device or None, latency="low", callback=self._callback)
+        self.latency = float(stream.latency)
+        self._last_cb = time.monotonic()
+        stream.start()
+        return stream
 
     def _callback(self, outdata, frames, time_info, status) -> None:
+        self._last_cb = time.monotonic()
         if status:
             self.status_errors += 1
         pcm, events = self.buf.read(frames)
         outdata[:, 0] = pcm
-        if events:
-            # when this block's first sample reaches the speaker, on the wall clock
-            heard = time.time() + max(0.0, time_info.outputBufferDacTime - time_info.currentTime)
-            self.on_events(events, heard, self.samples_written)
+        # when this block's first sample reaches the speaker, on the wall clock
+        heard = time.time() + max(0.0, time_info.outputBufferDacTime - time_info.currentTime)
+        self.on_block(pcm, events, heard, self.samples_written)
         self.samples_written += frames
 
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            stream = self.stream
+            stalled = time.monotonic() - self._last_cb > self.STALL_S
+            if stream is not None and stream.active and not stalled:
+                continue
+            why = "stopped delivering" if stalled else "stream stopped"
+            self.on_error(f"speaker {self.device or 'default'!r} failed ({why}); reopening")
+            self._close_stream()
+            while not self._stop.is_set():
+                try:
+                    self.stream = self._open()
+                    self.reopened += 1
+                    self.on_error(None)  # recovered
+                    break
+                except Exception as e:
+                    self.on_error(f"speaker {self.device or 'default'!r} unavailable ({e}); retrying in 1 s")
+                    self._stop.wait(1.0)
+
+    def _close_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:
+                pass
+
     def close(self) -> None:
-        self.stream.stop()
-        self.stream.close()
+        self._stop.set()
+        self._close_stream()
 
 
 class PlayerStage(Stage):
@@ -110,24 +164,42 @@ class PlayerStage(Stage):
     def setup(self) -> None:
         self.buf = PlayoutBuffer(live=self.gate.is_live)
         self.sink: WavSink | DeviceSink | None = None
+        self.clock: PlaybackClock | None = None
         self.rate = self.cfg.audio.output_rate
         self._resamplers: dict[int, Resampler] = {}
         self.chunks: list[dict[str, Any]] = []  # exact sample positions of each chunk heard
+        self.last_loud: dict[int, float] = {}  # response -> wall time its last non-silent sample was heard
+        self.device_errors = 0
+        self._outage = False
         self._events: queue.Queue = queue.Queue()
         threading.Thread(target=self._event_loop, name="player-events", daemon=True).start()
+
+    def _open_clock(self) -> None:
+        """One clock for the actor's life (readers attach once); the rate follows each open."""
+        if self.clock is None:
+            name = segment_name(self.cfg.engine.run_id or str(os.getpid()), self.session_id)
+            self.clock = PlaybackClock.create(name, self.rate or 24000)
+        self.clock.header[2] = self.rate
+        self._ref = Resampler(self.rate, REF_RATE)
+
+    def clock_name(self) -> str:
+        return self.clock.shm.name if self.clock is not None else ""
 
     def open_wav(self, path: str, rate: int, realtime: bool) -> int:
         self.close()
         self.rate = self.cfg.audio.output_rate or rate
         block = max(1, self.rate * self.cfg.audio.output_block_ms // 1000)
-        self.sink = WavSink(path, self.rate, block, realtime, self.buf, self._on_events)
+        self._open_clock()
+        self.sink = WavSink(path, self.rate, block, realtime, self.buf, self._on_block)
         return self.rate
 
     def open_device(self, rate: int) -> int:
         self.close()
         self.rate = self.cfg.audio.output_rate or rate
         block = max(1, self.rate * self.cfg.audio.output_block_ms // 1000)
-        self.sink = DeviceSink(self.cfg.audio.output_device, self.rate, block, self.buf, self._on_events)
+        self._open_clock()
+        self.sink = DeviceSink(self.cfg.audio.output_device, self.rate, block, self.buf, self._on_block,
+                               self._on_device_error)
         return self.rate
 
     def close(self) -> dict:
@@ -135,6 +207,13 @@ class PlayerStage(Stage):
             self.sink.close()
             self.sink = None
         return {"chunks": self.chunks}
+
+    def release(self) -> None:
+        """Before the actor is killed: close the output and remove the shared clock."""
+        self.close()
+        if self.clock is not None:
+            self.clock.close()
+            self.clock = None
 
     def process(self, frame: Frame) -> None:
         if isinstance(frame, TTSAudioFrame):
@@ -154,10 +233,23 @@ class PlayerStage(Stage):
             self.buf.hold(frame.response_id, frame.hold)
         if changed:
             for rid in self.buf.drop():
-                self._events.put(("reply_stopped", rid, time.time(), {"played_samples": None}))
+                self._events.put(("reply_stopped", rid, time.time(), {}))
+
+    @ray.method(concurrency_group="control")
+    def heard(self, response_id: int) -> list[dict]:
+        """Each chunk of a reply with the samples of it played so far (see pipeline.heard_text)."""
+        return self.buf.heard(response_id)
 
     # The sink thread (or the audio callback) must not block on Ray: hand off.
-    def _on_events(self, events: list[PlayEvent], t_block: float, base: int | None) -> None:
+    def _on_block(self, pcm: np.ndarray, events: list[PlayEvent], t_block: float, base: int | None) -> None:
+        rid, pos = self.buf.block_start
+        if self.clock is not None:
+            self.clock.write(self._ref(pcm), t_block, rid, pos)
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LOUD)
+        if len(loud):
+            who = rid or self.buf.now_playing[0]
+            if who:
+                self.last_loud[who] = t_block + (loud[-1] + 1) / self.rate
         for e in events:
             t = t_block + e.offset / self.rate
             if e.kind == "response_start":
@@ -176,20 +268,37 @@ class PlayerStage(Stage):
             elif e.kind == "response_done":
                 self._events.put(("reply_done", e.response_id, t, {}))
 
+    def _on_device_error(self, message: str | None) -> None:
+        if message is None:
+            self._outage = False
+            self._events.put(("device_reopened", 0, time.time(), {"device": "output"}))
+        elif not self._outage:  # one report per outage, not one per retry
+            self._outage = True
+            self.device_errors += 1
+            self._events.put(("error", 0, time.time(), {"stage": self.name, "message": message}))
+
     def _event_loop(self) -> None:
         while True:
             name, rid, t, data = self._events.get()
-            if name == "reply_done" or name == "reply_stopped":
+            if name in ("reply_done", "reply_stopped"):
+                if name == "reply_stopped":
+                    time.sleep(0.1)  # the fade-out and the device's buffer are still to be heard
                 data = {**data, "chunks": [c for c in self.chunks if c["response_id"] == rid],
-                        "output_rate": self.rate}
+                        "heard": self.buf.heard(rid), "output_rate": self.rate}
+                if rid in self.last_loud:
+                    data["audio_stopped_t"] = self.last_loud.pop(rid)
             self.event(name, rid, t=t, **data)
 
     def extra_stats(self) -> dict:
-        return {"samples_written": getattr(self.sink, "samples_written", 0), "rate": self.rate}
+        sink = self.sink
+        return {"samples_written": getattr(sink, "samples_written", 0), "rate": self.rate,
+                "device_errors": self.device_errors, "reopened": getattr(sink, "reopened", 0),
+                "output_latency_s": getattr(sink, "latency", 0.0), "clock": self.clock_name()}
 
-    def playback_position(self) -> tuple[int, int]:
-        """(response_id, sample within it) most recently handed to the output."""
-        return self.buf.now_playing
+    @ray.method(concurrency_group="control")
+    def playback_position(self) -> tuple[int, int, bool]:
+        """(response_id, sample within it, audible) at this moment, from the playback clock."""
+        return self.clock.position() if self.clock is not None else (0, 0, False)
 
 
 PlayerActor = stage_actor(PlayerStage)

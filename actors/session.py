@@ -7,7 +7,8 @@ from typing import Any
 import ray
 
 from actors.base import Stage, stage_actor
-from pipeline.frames import Frame
+from pipeline.frames import Frame, FrameError
+from pipeline.inputs import parse_input
 from pipeline.session import Session
 
 
@@ -17,7 +18,20 @@ class SessionStage(Stage):
     def setup(self) -> None:
         # snapshot() runs on the control lane's thread, process() on the data lane's
         self._lock = threading.Lock()
-        self.session = Session(self.cfg.llm.system_prompt, self.cfg.llm.history_turns, self.cfg.llm.preemptive)
+        c = self.cfg
+        self.session = Session(c.llm.system_prompt, c.llm.history_turns, c.llm.preemptive,
+                               c.interrupt.min_speech_ms / 1000, c.interrupt.history_marker, heard=self._heard)
+
+    def _heard(self, response_id: int) -> list[dict]:
+        """The player's record of what was played of a reply (only asked when one is cut)."""
+        player = self._targets.get("player")
+        if player is None:
+            return []
+        try:
+            return ray.get(player.heard.remote(response_id), timeout=1.0)
+        except Exception as e:  # the reply is cut either way; the history then keeps nothing of it
+            self.log.warning("could not ask the player what was heard of %d: %s", response_id, e)
+            return []
 
     def process(self, frame: Frame) -> None:
         with self._lock:
@@ -32,6 +46,17 @@ class SessionStage(Stage):
                 self._targets[send.dest].control.remote(send.frame)
             else:
                 self.emit(send.dest, send.frame)
+
+    def send_input(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A typed input (NyaDeskPet message) from a front end; says why when it is refused."""
+        try:
+            frame = parse_input(message)
+        except FrameError as e:
+            return {"accepted": False, "error": str(e)}
+        self.process(frame)
+        with self._lock:
+            queued = any(f is frame for _, _, f in self.session._queue)
+        return {"accepted": True, "type": frame.message_type, "priority": int(frame.priority), "queued": queued}
 
     @ray.method(concurrency_group="control")
     def snapshot(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame
                              UserStoppedSpeakingFrame)
 
 WINDOW = 512  # samples at 16 kHz
+ECHO_FLOOR = 30.0  # playback RMS (int16) above which the engine's own voice may reach the mic
 
 
 class VADStage(Stage):
@@ -40,9 +41,14 @@ class VADStage(Stage):
         self.utterance = 0
         self.gated = 0
         self.windows = 0
+        # playback-aware gating: windows left during which the engine's voice may be in the mic
+        self._echo_windows = 0
+        self._echo_hold = max(1, 400 // 32)  # the room's echo tail outlasts the playback a little
+        self.strict_windows = 0
 
     def extra_stats(self) -> dict:
-        return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech}
+        return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
+                "strict_windows": self.strict_windows}
 
     def speech_prob(self, pcm: np.ndarray) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
@@ -61,6 +67,8 @@ class VADStage(Stage):
             raise FrameError(f"vad takes InputAudioFrame, got {frame.kind}")
         if frame.sample_rate != 16000:
             raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
+        if frame.playback_level > ECHO_FLOOR:
+            self._echo_windows = self._echo_hold + len(frame.pcm) // WINDOW
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
@@ -74,7 +82,12 @@ class VADStage(Stage):
 
     def _window(self, block: InputAudioFrame) -> None:
         t = block.stream_pos / 16000
-        ev = self.endpointer.update(self.speech_prob(block.pcm), t)
+        strict = None
+        if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
+            self._echo_windows -= 1
+            self.strict_windows += 1
+            strict = self.cfg.echo.vad_threshold
+        ev = self.endpointer.update(self.speech_prob(block.pcm), t, strict)
         if ev is not None and ev.kind == "start":
             self.utterance += 1
             lag = ev.detected_at - ev.audio_time
@@ -90,6 +103,7 @@ class VADStage(Stage):
             self.emit("stt", block)
             if ev is not None and ev.kind == "pause":
                 self.emit("stt", UserPausedFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
+                self.event("user_speech_paused", utterance=self.utterance, audio_time=ev.audio_time)
             elif ev is not None and ev.kind == "resume":
                 self.event("user_speech_resumed", utterance=self.utterance, audio_time=ev.audio_time)
         else:

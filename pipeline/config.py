@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 class EngineConfig:
     session_id: str = "default"
     log_level: str = "INFO"
+    run_id: str = ""  # set by the Engine at start: names this run's shared playback clock
 
 
 @dataclass
@@ -124,6 +125,29 @@ class TTSConfig:
 
 
 @dataclass
+class InterruptConfig:
+    # user speech during a reply pauses it at once; it is cut only after this much
+    # speech with words in it. A shorter burst (a cough, "mhm") resumes the reply.
+    min_speech_ms: int = 250
+    # appended to the heard part of an interrupted reply in the history the LLM sees
+    history_marker: str = "[interrupted by the user]"
+
+
+@dataclass
+class EchoConfig:
+    # WebRTC echo cancellation on the mic, with what the player outputs as reference
+    cancel: bool = True
+    # playback-aware gating, the second line: while the engine is audible, Silero
+    # must reach this probability for speech to count
+    vad_threshold: float = 0.7
+    # file input only: mix the engine's own output back into the mic, as open
+    # speakers would (gain in dB; 0 = off is "simulate = false")
+    simulate: bool = False
+    simulate_gain_db: float = -6.0
+    simulate_delay_ms: int = 50
+
+
+@dataclass
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -132,6 +156,8 @@ class Config:
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
+    interrupt: InterruptConfig = field(default_factory=InterruptConfig)
+    echo: EchoConfig = field(default_factory=EchoConfig)
 
     def check(self) -> None:
         def need(cond: bool, key: str, why: str) -> None:
@@ -155,6 +181,10 @@ class Config:
             need(_get(self, key) >= 1, key, "must be >= 1")
         for key in ("stt.nice", "tts.nice", "llm.embedded_nice"):
             need(0 <= _get(self, key) <= 19, key, "must be 0..19")
+        need(0 <= self.interrupt.min_speech_ms <= 3000, "interrupt.min_speech_ms", "must be 0..3000")
+        need(self.vad.threshold <= self.echo.vad_threshold < 1.0, "echo.vad_threshold",
+             "must be in [vad.threshold, 1)")
+        need(0 <= self.echo.simulate_delay_ms <= 1000, "echo.simulate_delay_ms", "must be 0..1000")
         need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
         need(self.tts.spin in ("auto", "true", "false"), "tts.spin", "must be auto, true or false")
         need(0.25 <= self.tts.speed <= 4.0, "tts.speed", "must be 0.25..4")

@@ -33,11 +33,15 @@ class Endpointer:
         self.in_speech = False
         self._run = 0
 
-    def update(self, prob: float, t: float) -> SpeechEvent | None:
-        """Feed the probability of the window starting at stream time ``t``."""
+    def update(self, prob: float, t: float, start_threshold: float | None = None) -> SpeechEvent | None:
+        """Feed the probability of the window starting at stream time ``t``.
+
+        ``start_threshold`` replaces ``threshold`` for starting speech (a stricter
+        one while the engine's own voice may be in the mic).
+        """
         end = t + self.window_s
         if not self.in_speech:
-            if prob >= self.threshold:
+            if prob >= (self.threshold if start_threshold is None else start_threshold):
                 if self._run == 0:
                     self._run_start = t
                 self._run += 1

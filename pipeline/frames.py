@@ -67,7 +67,9 @@ class AudioFrame(Frame):
 
 @dataclass(kw_only=True)
 class InputAudioFrame(AudioFrame):
-    """Microphone audio (16 kHz after the mic stage)."""
+    """Microphone audio (16 kHz after the mic stage), echo-cancelled when playback runs."""
+
+    playback_level: float = 0.0  # RMS (int16 units) of the engine's own output heard meanwhile
 
     input_side: ClassVar[bool] = True
 
@@ -94,6 +96,20 @@ class TranscriptFrame(Frame):
     final: bool = True
     audio_start: float = 0.0  # seconds into the input stream
     audio_end: float = 0.0
+
+    input_side: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class UserInputFrame(Frame):
+    """A typed input from a front end (a NyaDeskPet message): text, a tap, a command...
+
+    ``priority`` follows the message type (``pipeline.priorities``); ``data`` is the
+    message as received, less its ``type``.
+    """
+
+    message_type: str
+    data: dict[str, Any] = field(default_factory=dict)
 
     input_side: ClassVar[bool] = True
 

@@ -10,7 +10,9 @@ the same config.
 """
 from __future__ import annotations
 
+import copy
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,9 @@ class TurnResult:
 
 class Engine:
     def __init__(self, cfg: Config, log_dir: str | Path | None = None) -> None:
-        self.cfg = cfg
+        self.cfg = copy.deepcopy(cfg)
+        if not self.cfg.engine.run_id:  # names what this run shares between processes (the playback clock)
+            self.cfg.engine.run_id = uuid.uuid4().hex[:12]
         self.log_dir = Path(log_dir) if log_dir else None
         self.actors: dict[str, Any] = {}
         self.llm_server = None
@@ -87,6 +91,11 @@ class Engine:
         return self
 
     def shutdown(self) -> None:
+        if "player" in self.actors:
+            try:  # removes the shared playback clock; a kill would leave it in /dev/shm
+                ray.get(self.actors["player"].release.remote(), timeout=5)
+            except Exception:
+                pass
         for a in self.actors.values():
             try:
                 ray.kill(a)

@@ -81,8 +81,11 @@ def test_drop_stops_the_audio_on_the_next_read():
     pcm, _ = buf.read(100)
     assert pcm.all()  # reply 1 is playing
     assert buf.drop(lambda rid: rid >= 2) == [1]
-    pcm, events = buf.read(100)
-    assert not pcm.any()  # the very next block is silence
+    pcm, events = buf.read(200)
+    F = PlayoutBuffer.FADE
+    assert pcm[0] == 101 and abs(int(pcm[F - 1])) <= 1  # 5 ms fade from where it was (no click)
+    assert np.all(np.diff(pcm[:F].astype(int)) <= 0)
+    assert not pcm[F:].any()  # then silence, within the same block
     assert events == []  # and no chunk_end/response_done for the dropped reply
     assert not buf.pending()
     assert buf.played(1) == 0
@@ -95,11 +98,42 @@ def test_drop_keeps_live_responses():
     buf.end(2)
     buf.read(100)
     assert buf.drop(lambda rid: rid >= 2) == [1]
-    pcm, events = buf.read(100)
-    assert np.array_equal(pcm[:40], ramp(2001, 40))  # reply 2 starts at once
-    assert not pcm[40:].any()
-    assert ev(events) == [("response_start", 2, 0), ("chunk_start", 2, 0), ("chunk_end", 2, 40),
-                          ("response_done", 2, 40)]
+    pcm, events = buf.read(200)
+    F = PlayoutBuffer.FADE
+    assert np.array_equal(pcm[F:F + 40], ramp(2001, 40))  # reply 2 starts right after the fade-out
+    assert not pcm[F + 40:].any()
+    assert ev(events) == [("response_start", 2, F), ("chunk_start", 2, F), ("chunk_end", 2, F + 40),
+                          ("response_done", 2, F + 40)]
+
+
+def test_hold_pauses_mid_segment_with_a_fade_and_resumes_after_it():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, np.full(1000, 1000, np.int16), text="Hello there.", text_end=12))
+    buf.end(1)
+    buf.read(100)
+    buf.hold(1, True)
+    F = PlayoutBuffer.FADE
+    pcm, events = buf.read(200)
+    assert pcm[0] == 1000 and abs(int(pcm[F - 1])) < 10 and not pcm[F:].any()
+    assert buf.played(1) == 100 + F  # the fade was heard
+    pcm, _ = buf.read(200)
+    assert not pcm.any()  # paused
+    buf.hold(1, False)
+    pcm, _ = buf.read(200)
+    assert pcm.all() and buf.played(1) == 300 + F
+    [h] = buf.heard(1)
+    assert (h["played"], h["samples"], h["text"]) == (300 + F, 1000, "Hello there.")
+    assert (h["speech_start"], h["speech_end"]) == (0, 1000)
+
+
+def test_heard_is_kept_after_a_response_is_dropped_or_done():
+    buf = PlayoutBuffer()
+    buf.add(Segment(1, ramp(1, 500), text="a"))
+    buf.add(Segment(1, ramp(1, 500), text="b", chunk_index=1))
+    buf.read(600)
+    buf.drop(lambda rid: rid >= 2)
+    assert [(h["text"], h["played"]) for h in buf.heard(1)] == [("a", 500), ("b", 100)]
+    assert buf.heard(7) == []
 
 
 def test_drop_of_nothing_live_changes_nothing():

@@ -48,14 +48,21 @@ def test_transcript_is_sent_to_the_llm_with_a_sequence_number(stage):
     assert frame.messages[-1] == {"role": "user", "content": "Hello"}
 
 
-def test_barge_in_fans_out_to_every_other_stages_control_lane(stage):
+def test_barge_in_pauses_on_the_players_control_lane_then_fans_out(stage):
     stage.push(event("user_speech_started", utterance=1))
     stage.push(TranscriptFrame(text="Tell me a story", utterance_id=1))
     stage.calls.clear()
-    stage.push(event("user_speech_started", utterance=2))
-    assert sorted(d for d, lane, _ in stage.calls) == ["llm", "player", "stt", "tts", "vad"]
-    assert {lane for _, lane, _ in stage.calls} == {"control"}
-    assert all(isinstance(f, InterruptFrame) and f.response_id == 2 for _, _, f in stage.calls)
+    stage.push(event("user_speech_started", utterance=2, audio_time=5.0))
+    [(dest, lane, hold)] = stage.calls
+    assert (dest, lane, type(hold).__name__, hold.hold, hold.response_id) == ("player", "control", "HoldFrame",
+                                                                              True, 1)
+    stage.calls.clear()
+    stage.push(event("user_speech_stopped", utterance=2, audio_time=6.0))
+    stage.push(TranscriptFrame(text="Wait", utterance_id=2))
+    fanned = [(d, lane, f) for d, lane, f in stage.calls if isinstance(f, InterruptFrame)]
+    assert sorted(d for d, lane, _ in fanned) == ["llm", "player", "stt", "tts", "vad"]
+    assert {lane for _, lane, _ in fanned} == {"control"}
+    assert all(f.response_id == 2 for _, _, f in fanned)
     assert stage.session.turns[1].state == "interrupted"
     assert stage.gate.floor == 2  # the session applies it to itself too
 
@@ -63,10 +70,22 @@ def test_barge_in_fans_out_to_every_other_stages_control_lane(stage):
 def test_events_without_a_response_still_count_after_a_barge_in(stage):
     stage.push(event("user_speech_started", utterance=1))
     stage.push(TranscriptFrame(text="Hi", utterance_id=1))
-    stage.push(event("user_speech_started", utterance=2))  # barge-in: floor -> 2
-    stage.push(TranscriptFrame(text="Wait", utterance_id=2))
+    stage.push(event("user_speech_started", utterance=2, audio_time=5.0))  # barge-in: paused
+    stage.push(event("user_speech_stopped", utterance=2, audio_time=6.0))
+    stage.push(TranscriptFrame(text="Wait", utterance_id=2))  # confirmed: floor -> 2
     stage.push(event("user_speech_started", utterance=3))  # the user barges in again
     stage.push(event("input_done"))
     assert len(stage.session.turns) == 3
-    assert stage.session.turns[2].state == "interrupted"
+    assert stage.session.turns[1].state == "interrupted"
+    assert stage.session.turns[2].paused_by == 3  # paused until utterance 3 proves to be a turn
     assert "input_done" in stage.session.globals
+
+
+def test_typed_inputs_are_checked_and_answered(stage):
+    assert stage.send_input({"type": "nope"})["error"].startswith("unknown input type")
+    ok = stage.send_input({"type": "user_input", "text": "Hello there"})
+    assert ok == {"accepted": True, "type": "user_input", "priority": 2, "queued": False}
+    [(dest, lane, frame)] = stage.calls
+    assert (dest, lane) == ("llm", "push") and frame.messages[-1]["content"] == "Hello there"
+    queued = stage.send_input({"type": "tap_event", "hitArea": "head"})
+    assert queued["queued"] is True and stage.session.queued == ["tap_event"]

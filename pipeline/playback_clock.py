@@ -1,0 +1,162 @@
+"""The playback clock: what the user hears, when, shared across processes.
+
+The player's sink writes every block it hands to the output here, stamped
+with the wall time its first sample is *audible* (device output latency
+included) and the response/sample it belongs to. Readers on the same node
+(the mic for echo cancellation and playback-aware VAD gating, the avatar for
+lip-sync) attach by name and ask "what is audible at time t" or "give me the
+signal heard between t0 and t1", with no Ray round trip.
+
+Layout: one shared-memory segment holding a header, a ring of block records
+and a ring of the heard signal at 16 kHz (the mic's rate). One writer; a
+reader copies what it needs and re-checks the write counter, so a record
+overwritten while it was read is never returned.
+"""
+from __future__ import annotations
+
+import time
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+REF_RATE = 16000
+_BLOCK = np.dtype([("t", "f8"), ("start", "i8"), ("n", "i8"), ("rid", "i8"), ("pos", "i8"), ("rms", "f4")])
+_HEADER = 8  # int64 slots: [blocks written, samples written (16 kHz), output rate, n_blocks, n_samples]
+
+
+def segment_name(run_id: str, session_id: str = "default") -> str:
+    return f"kokoro-{run_id}-{session_id}-playback"[:200]
+
+
+class PlaybackClock:
+    """Writer side (``create``) or reader side (``attach``) of one clock."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+        self.shm, self.owner = shm, owner
+        self.header = np.ndarray((_HEADER,), np.int64, shm.buf, 0)
+        nb, ns = int(self.header[3]), int(self.header[4])
+        off = _HEADER * 8
+        self.blocks = np.ndarray((nb,), _BLOCK, shm.buf, off)
+        self.samples = np.ndarray((ns,), np.int16, shm.buf, off + nb * _BLOCK.itemsize)
+
+    @classmethod
+    def create(cls, name: str, output_rate: int, seconds: float = 8.0, n_blocks: int = 2048) -> "PlaybackClock":
+        ns = int(seconds * REF_RATE)
+        size = _HEADER * 8 + n_blocks * _BLOCK.itemsize + ns * 2
+        try:  # a segment left by a crashed run of the same name
+            old = shared_memory.SharedMemory(name=name)
+            old.close()
+            old.unlink()
+        except FileNotFoundError:
+            pass
+        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        header = np.ndarray((_HEADER,), np.int64, shm.buf, 0)
+        header[:] = 0
+        header[2], header[3], header[4] = output_rate, n_blocks, ns
+        return cls(shm, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> "PlaybackClock | None":
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            return None
+        # Python 3.11 registers attached segments too and would unlink the
+        # writer's segment when this process exits: only the owner unlinks.
+        try:
+            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        return cls(shm, owner=False)
+
+    def close(self) -> None:
+        self.header = self.blocks = self.samples = None  # type: ignore[assignment]
+        try:
+            self.shm.close()
+        except BufferError:  # a numpy view still alive somewhere: leave the mapping to the GC
+            pass
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    @property
+    def output_rate(self) -> int:
+        return int(self.header[2])
+
+    # ------------------------------------------------------------ writer
+    def write(self, ref16: np.ndarray, t_heard: float, response_id: int, pos: int) -> None:
+        """Record one output block: its 16 kHz signal, when it is heard, whose audio it is.
+
+        ``pos`` is the index (at the output rate) of the block's first sample within
+        ``response_id``; ``response_id`` 0 means silence.
+        """
+        k, w = int(self.header[0]), int(self.header[1])
+        ns = len(self.samples)
+        n = len(ref16)
+        idx = (w + np.arange(n)) % ns
+        self.samples[idx] = ref16
+        rec = self.blocks[k % len(self.blocks)]
+        rms = float(np.sqrt(np.mean(ref16.astype(np.float32) ** 2))) if n else 0.0
+        rec["t"], rec["start"], rec["n"], rec["rid"], rec["pos"], rec["rms"] = t_heard, w, n, response_id, pos, rms
+        self.header[1] = w + n
+        self.header[0] = k + 1  # publish last
+
+    # ------------------------------------------------------------ readers
+    def _recent(self, horizon: int) -> np.ndarray:
+        """Copies of the last ``horizon`` block records, oldest first (consistent snapshot)."""
+        k = int(self.header[0])
+        nb = len(self.blocks)
+        m = min(k, horizon, nb - 1)
+        if m <= 0:
+            return self.blocks[:0].copy()
+        recs = self.blocks[(np.arange(k - m, k)) % nb].copy()
+        if int(self.header[0]) - k > nb - 1 - m:  # overwritten while copying
+            return self.blocks[:0].copy()
+        return recs
+
+    def position(self, t: float | None = None) -> tuple[int, int, bool]:
+        """(response_id, sample within it at the output rate, audible) at wall time ``t``.
+
+        ``audible`` is False when the block playing at ``t`` is silent (a pause
+        inside the reply, or past the last block written); (0, 0, False) when no
+        response is playing.
+        """
+        t = time.time() if t is None else t
+        recs = self._recent(256)
+        rate = self.output_rate
+        for rec in recs[::-1]:
+            if rec["t"] <= t:
+                if rec["rid"] <= 0:
+                    return 0, 0, False
+                dur = rec["n"] / REF_RATE
+                off = min(t - rec["t"], dur)
+                return int(rec["rid"]), int(rec["pos"] + round(off * rate)), bool(t < rec["t"] + dur and rec["rms"] > 0)
+        return 0, 0, False
+
+    def reference(self, t0: float, n: int) -> np.ndarray:
+        """The 16 kHz signal heard from wall time ``t0`` for ``n`` samples (zeros where none)."""
+        out = np.zeros(n, np.int16)
+        recs = self._recent(512)
+        if not len(recs):
+            return out
+        # the last block heard at or before t0 anchors the mapping time -> sample index
+        before = recs[recs["t"] <= t0]
+        anchor = before[-1] if len(before) else recs[0]
+        first = int(anchor["start"] + round((t0 - anchor["t"]) * REF_RATE))
+        w = int(self.header[1])
+        ns = len(self.samples)
+        lo, hi = max(first, w - ns + REF_RATE // 10, 0), min(first + n, w)  # keep clear of the writer
+        if hi > lo:
+            out[lo - first:hi - first] = self.samples[np.arange(lo, hi) % ns]
+        return out
+
+    def level(self, t0: float, t1: float) -> float:
+        """Largest block RMS heard between ``t0`` and ``t1`` (int16 units)."""
+        recs = self._recent(256)
+        if not len(recs):
+            return 0.0
+        ends = recs["t"] + recs["n"] / REF_RATE
+        sel = recs[(ends > t0) & (recs["t"] < t1)]
+        return float(sel["rms"].max()) if len(sel) else 0.0

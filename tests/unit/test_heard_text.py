@@ -1,0 +1,45 @@
+"""Played samples -> the words the user heard."""
+from __future__ import annotations
+
+from pipeline.heard_text import heard_text, words_heard
+
+
+def chunk(text, samples, played, i=0, start=0, end=None):
+    return {"text": text, "samples": samples, "played": played, "speech_start": start,
+            "speech_end": samples if end is None else end, "chunk": i}
+
+
+def test_whole_chunks_heard_are_kept_whole():
+    text, complete = heard_text([chunk("Hello there. ", 100, 100), chunk("How are you?", 100, 100, 1)])
+    assert (text, complete) == ("Hello there. How are you?", True)
+
+
+def test_nothing_played_is_nothing_heard():
+    assert heard_text([chunk("Hello there.", 100, 0)]) == ("", False)
+    assert heard_text([]) == ("", True)
+
+
+def test_a_word_counts_only_once_its_estimated_end_is_played():
+    text = "aaa bbb ccc ddd"  # equal weights: each word ends at a quarter
+    assert words_heard(text, 24, 0, 100) == 0
+    assert words_heard(text, 25, 0, 100) == len("aaa")
+    assert words_heard(text, 74, 0, 100) == len("aaa bbb")
+    assert words_heard(text, 100, 0, 100) == len(text)
+
+
+def test_leading_silence_in_a_chunk_delays_its_words():
+    text = "one two"
+    assert words_heard(text, 40, 40, 100) == 0  # still in the chunk's leading silence
+    assert words_heard(text, 70, 40, 100) == len("one")
+
+
+def test_punctuation_pauses_take_time():
+    # "Yes," carries a pause: with it "Yes," ends later than its 3 letters alone would
+    assert words_heard("Yes, absolutely", 30, 0, 100) == 0
+    assert words_heard("Yes, absolutely", 40, 0, 100) == len("Yes,")
+
+
+def test_played_words_stop_at_the_first_partial_chunk_in_order():
+    chunks = [chunk("It lived in a wood.", 100, 10, 1), chunk("Once upon a time, ", 100, 100, 0)]
+    text, complete = heard_text(chunks)
+    assert text == "Once upon a time," and not complete
