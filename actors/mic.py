@@ -23,10 +23,12 @@ import numpy as np
 
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler, load_audio
+from pipeline.echo_path import EchoPath
 from pipeline.frames import Frame, FrameError, InputAudioFrame
 from pipeline.playback_clock import PlaybackClock, segment_name
 
 RATE = 16000
+ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
 
 
 class MicStage(Stage):
@@ -42,15 +44,21 @@ class MicStage(Stage):
         self._clock: PlaybackClock | None = None
         self._clock_tried = 0.0
         self.aec = None
-        if self.cfg.echo.cancel:
-            from pipeline.echo_cancel import EchoCanceller
-
-            self.aec = EchoCanceller(self.block)
+        self._new_echo_path()
         self.simulate_echo = False
         self._barge: dict | None = None  # a second file to mix in once the reply is heard
         self.echo_blocks = 0
 
     # ------------------------------------------------------------ echo path
+    def _new_echo_path(self) -> None:
+        """A new input (file, device, reopened device): the echo path is to be learnt anew,
+        and a canceller adapted to another one (or to none) would leak while it re-converges."""
+        self.echo_path = EchoPath()
+        if self.cfg.echo.cancel:
+            from pipeline.echo_cancel import EchoCanceller
+
+            self.aec = EchoCanceller(self.block)
+
     def _playback(self) -> PlaybackClock | None:
         if self._clock is None and time.monotonic() - self._clock_tried > 1.0:
             self._clock_tried = time.monotonic()
@@ -58,7 +66,7 @@ class MicStage(Stage):
         return self._clock
 
     def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float]:
-        """(the block with the engine's own voice cancelled, the level of that voice meanwhile)."""
+        """(the block with the engine's own voice cancelled, the echo guard level for the VAD)."""
         clock = self._playback()
         if clock is None:
             return pcm, 0.0
@@ -69,11 +77,24 @@ class MicStage(Stage):
         if self._barge is not None:
             pcm = self._mix_barge_in(pcm, t_cap, clock)
         ref = clock.reference(t_cap, len(pcm))
-        level = float(np.sqrt(np.mean(ref.astype(np.float32) ** 2)))
+        had_echo = self.echo_path.present
+        if not self.echo_path.update(pcm, ref):
+            if self.aec is not None:
+                self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
+            return pcm, 0.0  # no echo path (headphones): nothing of the engine's voice to guard against
+        # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
+        # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
+        dur = len(pcm) / RATE
+        echo = clock.level(t_cap - ECHO_REACH_S, t_cap + dur) * 10 ** ((self.echo_path.coupling_db or 0.0) / 20)
+        converging = True
+        if self.aec is not None and not had_echo:  # an echo appeared (headphones -> speakers): cold again
+            self.aec.reference_samples = 0
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
-            self.echo_blocks += level > 0
-        return pcm, level
+            converging = self.aec.stats.converging
+            self.echo_blocks += echo > 0
+        e = self.cfg.echo
+        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20)
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge
@@ -98,9 +119,9 @@ class MicStage(Stage):
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        pcm, level = self._echo_path(pcm, capture_time)
+        pcm, guard = self._echo_path(pcm, capture_time)
         self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
-                                         playback_level=level))
+                                         echo_guard=guard))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file
@@ -121,6 +142,7 @@ class MicStage(Stage):
                            "onset": (loud[0] / RATE) if len(loud) else 0.0}
         self.simulate_echo = self.cfg.echo.simulate if simulate_echo is None else simulate_echo
         self.stop()
+        self._new_echo_path()
         self._stop.clear()
         self.done = False
         self.pos = 0  # stream positions are file positions: the clock of the talk's events
@@ -183,6 +205,7 @@ class MicStage(Stage):
                     q.put((indata[:, 0].copy(), time.time() - max(0.0, time_info.currentTime
                                                                    - time_info.inputBufferAdcTime)))
 
+                self._new_echo_path()  # (re)opened: maybe another device, another room
                 with sd.InputStream(samplerate=rate, channels=1, dtype="int16", callback=cb, latency="low",
                                     blocksize=rate * self.cfg.audio.input_block_ms // 1000,
                                     device=self.cfg.audio.input_device or None) as stream:
@@ -214,7 +237,8 @@ class MicStage(Stage):
 
     def extra_stats(self) -> dict:
         return {"samples_sent": self.pos, "device_errors": self.device_errors, "echo_blocks": self.echo_blocks,
-                "clock": self._clock is not None, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
+                "clock": self._clock is not None,
+                "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
 
 
 MicActor = stage_actor(MicStage)

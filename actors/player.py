@@ -39,7 +39,8 @@ class WavSink:
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(rate)
-        self._active = 0  # responses started and not done: write while > 0
+        self._started = False
+        self._silence = 0  # samples of silence not yet written
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wav-sink", daemon=True)
         self._thread.start()
@@ -62,18 +63,16 @@ class WavSink:
             # playback clock then knows a block ahead what is heard, as with a device
             t_block = time.time() + (period if self.realtime else 0.0)
             pcm, events = self.buf.read(self.block)
-            started = self._active > 0 or any(e.kind == "response_start" for e in events)
-            if started:
-                base = self.samples_written
-                self._wav.writeframes(pcm.tobytes())
-                self.samples_written += len(pcm)
-            else:
-                base = None
-            for e in events:
-                if e.kind == "response_start":
-                    self._active += 1
-                elif e.kind == "response_done":
-                    self._active = max(0, self._active - 1)
+            self._started = self._started or any(e.kind == "response_start" for e in events)
+            base = None
+            if self._started:  # one continuous timeline from the first reply sample on
+                base = self.samples_written + self._silence
+                if pcm.any() or events:
+                    self._wav.writeframes(np.zeros(self._silence, np.int16).tobytes() + pcm.tobytes())
+                    self.samples_written += self._silence + len(pcm)
+                    self._silence = 0
+                else:  # written only if more sound follows: the file ends with the last reply
+                    self._silence += len(pcm)
             self.on_block(pcm, events, t_block, base)
 
     def close(self) -> None:

@@ -60,7 +60,9 @@ def drop_repeats(text: str) -> str:
     norm = ["".join(c for c in w.lower() if c.isalnum()) for w in words]
     for n in range(3, len(words) - 2):  # at least 3 words said, at least 3 repeated
         rest = norm[n:]
-        if (norm[:n] * (len(rest) // n + 1))[:len(rest)] == rest:
+        # it starts over: all the rest repeats the start, or the whole start is said again
+        # and then it wanders ("Tell me a story Tell me a story Tell me Tell me")
+        if (norm[:n] * (len(rest) // n + 1))[:len(rest)] == rest or rest[:n] == norm[:n]:
             return " ".join(words[:n])
     return text
 

@@ -17,7 +17,7 @@ from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame
                              UserStoppedSpeakingFrame)
 
 WINDOW = 512  # samples at 16 kHz
-ECHO_FLOOR = 30.0  # playback RMS (int16) above which the engine's own voice may reach the mic
+ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice may be in the mic
 
 
 class VADStage(Stage):
@@ -45,10 +45,12 @@ class VADStage(Stage):
         self._echo_windows = 0
         self._echo_hold = max(1, 400 // 32)  # the room's echo tail outlasts the playback a little
         self.strict_windows = 0
+        self._echo_guard = 0.0
+        self.residual_gated = 0
 
     def extra_stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
-                "strict_windows": self.strict_windows}
+                "strict_windows": self.strict_windows, "residual_gated": self.residual_gated}
 
     def speech_prob(self, pcm: np.ndarray) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
@@ -67,8 +69,9 @@ class VADStage(Stage):
             raise FrameError(f"vad takes InputAudioFrame, got {frame.kind}")
         if frame.sample_rate != 16000:
             raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
-        if frame.playback_level > ECHO_FLOOR:
+        if frame.echo_guard > ECHO_FLOOR:
             self._echo_windows = self._echo_hold + len(frame.pcm) // WINDOW
+            self._echo_guard = frame.echo_guard
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
@@ -82,12 +85,20 @@ class VADStage(Stage):
 
     def _window(self, block: InputAudioFrame) -> None:
         t = block.stream_pos / 16000
-        strict = None
+        strict, onset = None, 1
+        prob = self.speech_prob(block.pcm)
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
-            strict = self.cfg.echo.vad_threshold
-        ev = self.endpointer.update(self.speech_prob(block.pcm), t, strict)
+            strict, onset = self.cfg.echo.vad_threshold, 2  # one window of a cold canceller's leak: no pause
+            level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
+            if not self.endpointer.in_speech and level < self._echo_guard:
+                prob = 0.0  # no louder than what the canceller leaves of the echo
+                self.residual_gated += 1
+        ev = self.endpointer.update(prob, t, strict, onset)
+        if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on
+            self.event("user_speech_onset" if ev.kind == "onset" else "user_speech_onset_rejected",
+                       audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time)
         if ev is not None and ev.kind == "start":
             self.utterance += 1
             lag = ev.detected_at - ev.audio_time

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--fast", action="store_true", help="feed input as fast as possible, not at real-time pace")
     t.add_argument("--timeout", type=float, default=120.0)
+    t.add_argument("--barge-in", metavar="B.wav", help="speech mixed into the mic while the engine replies")
+    t.add_argument("--barge-in-at", type=float, default=1.5, metavar="S",
+                   help="seconds after the first reply sample is heard (default 1.5)")
+    t.add_argument("--echo", action="store_true",
+                   help="mix the engine's own output back into the mic, as open speakers would "
+                        "(echo.simulate_gain_db / echo.simulate_delay_ms)")
     _common(t)
     r = sub.add_parser("run", help="live loop on the default mic and speaker until Ctrl-C")
     _common(r)
@@ -76,7 +82,11 @@ def cmd_talk(args, cfg) -> int:
     engine = Engine(cfg, log_dir)
     try:
         engine.start()
-        res = engine.talk(args.input, args.output, realtime=not args.fast, timeout=args.timeout)
+        if args.barge_in:
+            load_audio(args.barge_in)
+        res = engine.talk(args.input, args.output, realtime=not args.fast, timeout=args.timeout,
+                          barge_in=args.barge_in, barge_in_at=args.barge_in_at,
+                          simulate_echo=True if args.echo else None)
         stats = engine.stats()
     finally:
         engine.shutdown()
@@ -85,8 +95,20 @@ def cmd_talk(args, cfg) -> int:
            "stages": {k: v for k, v in res.info.items() if k != "chunks"},
            "chunks": res.info.get("chunks", []), "errors": res.errors, "output": str(args.output),
            "startup": {k: round(v, 3) for k, v in engine.timings.items()},
-           "dropped_stale": {k: v.get("dropped_stale", 0) for k, v in stats.items()}}
+           "dropped_stale": {k: v.get("dropped_stale", 0) for k, v in stats.items()},
+           "false_interruptions": res.false_interruptions,
+           "turns": [{k: t[k] for k in ("response_id", "priority", "transcript", "reply", "heard", "state", "events")}
+                     for t in res.turns],
+           # the conversation as the next LLM request would send it
+           "history": res.history}
     ev = res.events
+    if args.barge_in:
+        start = res.marks.get("barge_in_speech_start")
+        stopped = ev.get("reply_audio_stopped")  # last non-silent sample of the reply heard
+        out["barge_in_speech_start"] = start
+        out["reply_audio_stopped"] = stopped
+        if start is not None and stopped is not None:
+            out["barge_in_to_silence_s"] = round(stopped - start, 4)
     if "first_reply_sample_out" in ev and "user_speech_stopped" in ev:
         end_audio = res.info.get("speech_end_audio")
         out["latency"] = {
@@ -114,7 +136,8 @@ def cmd_talk(args, cfg) -> int:
             print(f"error: {e}", file=sys.stderr)
     if not res.had_turn:
         return 0
-    return 0 if res.state == "done" and not res.errors else 1
+    ok_states = ("done", "interrupted") if args.barge_in else ("done",)
+    return 0 if res.state in ok_states and not res.errors else 1
 
 
 def cmd_run(args, cfg) -> int:
@@ -128,6 +151,7 @@ def cmd_run(args, cfg) -> int:
     import ray
 
     from pipeline.graph import Engine
+    from pipeline.run_display import RunDisplay
 
     engine = Engine(cfg, Path(".cache/logs"))
     stop = []
@@ -138,18 +162,9 @@ def cmd_run(args, cfg) -> int:
         ray.get(engine.actors["player"].open_device.remote(int(outp["default_samplerate"])))
         ray.get(engine.actors["mic"].start_device.remote())
         print(f"listening on {inp['name']!r}, speaking on {outp['name']!r}; Ctrl-C to stop", flush=True)
-        shown: dict[int, str] = {}
+        display = RunDisplay(sys.stdout)
         while not stop:
-            snap = engine.snapshot()
-            for i, t in enumerate(snap["turns"]):  # a turn's response_id changes with preemptive attempts
-                line = f"[{t['state']}] you: {t['transcript']}  | kokoro: {t['reply']}"
-                if shown.get(i) != line:
-                    shown[i] = line
-                    ev = t["events"]
-                    lat = ""
-                    if "first_reply_sample_out" in ev and "user_speech_stopped" in ev:
-                        lat = f"  (answered {ev['first_reply_sample_out'] - ev['user_speech_stopped']:.2f} s after you stopped)"
-                    print(line + lat, flush=True)
+            display.update(engine.snapshot())
             time.sleep(0.1)
     finally:
         engine.shutdown()

@@ -139,7 +139,13 @@ class EchoConfig:
     cancel: bool = True
     # playback-aware gating, the second line: while the engine is audible, Silero
     # must reach this probability for speech to count
+    # (converged AEC3 left residual echo Silero scored at most 0.31: benchmarks/echo_cancel.py)
     vad_threshold: float = 0.7
+    # ... and the mic, after cancellation, must be louder than the echo it would carry
+    # plus this many dB: a converged canceller leaves far less than -10 dB of it; a cold
+    # one (its first seconds) leaks almost all, so the user must then talk over the echo
+    guard_db: float = -10.0
+    guard_db_converging: float = 3.0
     # file input only: mix the engine's own output back into the mic, as open
     # speakers would (gain in dB; 0 = off is "simulate = false")
     simulate: bool = False
@@ -184,6 +190,8 @@ class Config:
         need(0 <= self.interrupt.min_speech_ms <= 3000, "interrupt.min_speech_ms", "must be 0..3000")
         need(self.vad.threshold <= self.echo.vad_threshold < 1.0, "echo.vad_threshold",
              "must be in [vad.threshold, 1)")
+        need(-60.0 <= self.echo.guard_db <= 20.0, "echo.guard_db", "must be -60..20")
+        need(-60.0 <= self.echo.guard_db_converging <= 20.0, "echo.guard_db_converging", "must be -60..20")
         need(0 <= self.echo.simulate_delay_ms <= 1000, "echo.simulate_delay_ms", "must be 0..1000")
         need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
         need(self.tts.spin in ("auto", "true", "false"), "tts.spin", "must be auto, true or false")

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 @dataclass
 class SpeechEvent:
-    kind: str  # "start" | "pause" (silence began, not yet an endpoint) | "resume" (speech after a pause) | "stop"
+    # "onset" (a first speech-like window: maybe speech) | "reject" (it was not) | "start" |
+    # "pause" (silence began, not yet an endpoint) | "resume" (speech after a pause) | "stop"
+    kind: str
     audio_time: float  # where it happened in the input stream (s)
     detected_at: float  # stream time when we could tell (s)
 
@@ -33,11 +35,13 @@ class Endpointer:
         self.in_speech = False
         self._run = 0
 
-    def update(self, prob: float, t: float, start_threshold: float | None = None) -> SpeechEvent | None:
+    def update(self, prob: float, t: float, start_threshold: float | None = None,
+               onset_windows: int = 1) -> SpeechEvent | None:
         """Feed the probability of the window starting at stream time ``t``.
 
-        ``start_threshold`` replaces ``threshold`` for starting speech (a stricter
-        one while the engine's own voice may be in the mic).
+        ``start_threshold`` replaces ``threshold`` for starting speech, and the
+        onset needs ``onset_windows`` windows (stricter while the engine's own
+        voice may be in the mic).
         """
         end = t + self.window_s
         if not self.in_speech:
@@ -48,8 +52,11 @@ class Endpointer:
                 if self._run >= self.min_speech_windows:
                     self.in_speech, self._run = True, 0
                     return SpeechEvent("start", self._run_start, end)
-            else:
+                if self._run == onset_windows:  # barge-in pauses the reply on this, before speech is certain
+                    return SpeechEvent("onset", t, end)
+            elif self._run:
                 self._run = 0
+                return SpeechEvent("reject", self._run_start, end)
             return None
         if prob < self.neg_threshold:
             if self._run == 0:

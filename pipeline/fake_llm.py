@@ -20,8 +20,11 @@ from typing import Any
 
 class FakeLLM:
     def __init__(self, reply: str = "Hello there! I am a scripted reply.", ttft: float = 0.2,
-                 tokens_per_s: float = 50.0, host: str = "127.0.0.1", port: int = 0) -> None:
+                 tokens_per_s: float = 50.0, host: str = "127.0.0.1", port: int = 0,
+                 replies: dict[str, str] | None = None) -> None:
         self.reply, self.ttft, self.tokens_per_s = reply, ttft, tokens_per_s
+        # keyword (lower case) in the last user message -> the reply to give instead
+        self.replies = {k.lower(): v for k, v in (replies or {}).items()}
         self.requests: list[dict[str, Any]] = []  # bodies received, for assertions
         self.closed_early = 0  # streams the client hung up on
         server = self
@@ -54,9 +57,10 @@ class FakeLLM:
                 except ValueError:
                     return self._json(400, {"error": {"message": "bad json"}})
                 server.requests.append(body)
+                reply = server.reply_to(body.get("messages") or [])
                 if not body.get("stream"):
                     return self._json(200, {"id": "x", "object": "chat.completion", "model": "fake", "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": server.reply}, "finish_reason": "stop"}]})
+                        {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -64,7 +68,7 @@ class FakeLLM:
                 self.end_headers()
                 time.sleep(server.ttft)
                 try:
-                    for tok in re.findall(r"\s*\S+", server.reply):
+                    for tok in re.findall(r"\s*\S+", reply):
                         self._chunk({"content": tok})
                         time.sleep(1.0 / server.tokens_per_s)
                     self._chunk({}, finish="stop")
@@ -84,6 +88,10 @@ class FakeLLM:
         self.httpd.daemon_threads = True
         self.base_url = f"http://{host}:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def reply_to(self, messages: list[dict[str, Any]]) -> str:
+        last = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "").lower()
+        return next((r for k, r in self.replies.items() if k in last), self.reply)
 
     def __enter__(self) -> "FakeLLM":
         self._thread.start()

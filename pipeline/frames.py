@@ -69,7 +69,9 @@ class AudioFrame(Frame):
 class InputAudioFrame(AudioFrame):
     """Microphone audio (16 kHz after the mic stage), echo-cancelled when playback runs."""
 
-    playback_level: float = 0.0  # RMS (int16 units) of the engine's own output heard meanwhile
+    # while the engine talks: the RMS (int16) below which this audio is taken for what is
+    # left of the engine's own voice after echo cancellation (0: no echo possible)
+    echo_guard: float = 0.0
 
     input_side: ClassVar[bool] = True
 

@@ -35,7 +35,10 @@ class TurnResult:
     info: dict[str, Any] = field(default_factory=dict)
     state: str = "none"
     errors: list[str] = field(default_factory=list)
-    history: list[dict[str, str]] = field(default_factory=list)
+    history: list[dict[str, str]] = field(default_factory=list)  # as the next LLM request sends it
+    turns: list[dict[str, Any]] = field(default_factory=list)  # every turn of the talk, times relative
+    marks: dict[str, float] = field(default_factory=dict)  # barge_in_speech_start..., same clock
+    false_interruptions: int = 0
 
     @property
     def had_turn(self) -> bool:
@@ -120,12 +123,18 @@ class Engine:
         return {n: s for n, s in zip(self.actors, ray.get([a.stats.remote() for a in self.actors.values()]))}
 
     # ------------------------------------------------------------ one turn from a file
-    def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0) -> TurnResult:
-        """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``."""
+    def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0,
+             barge_in: str | None = None, barge_in_at: float = 1.5,
+             simulate_echo: bool | None = None) -> TurnResult:
+        """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``.
+
+        ``barge_in``: a second file mixed into the mic ``barge_in_at`` s after the
+        first reply sample is heard; the talk then also waits for its turn.
+        """
         mic, player = self.actors["mic"], self.actors["player"]
         earlier = {t["response_id"] for t in self.snapshot()["turns"]}  # turns of previous talks
         ray.get(player.open_wav.remote(str(output_wav), 24000, realtime))
-        info = ray.get(mic.start_file.remote(str(input_wav), realtime))
+        info = ray.get(mic.start_file.remote(str(input_wav), realtime, barge_in, barge_in_at, simulate_echo))
         t0 = info["t0"]
         deadline = time.monotonic() + timeout + info["duration"]
         snap: dict[str, Any] = {}
@@ -135,6 +144,10 @@ class Engine:
                 snap["turns"] = turns = [t for t in snap["turns"] if t["response_id"] not in earlier]
                 if snap["globals"].get("input_started", 0) < t0:
                     snap["globals"] = {}  # the mic's input_started has not landed yet
+                if barge_in and "barge_in_started" not in snap["globals"] and any(
+                        "first_reply_sample_out" in t["events"] for t in turns):
+                    time.sleep(0.1)  # the barge-in is still to come
+                    continue
                 if turns and all(t["finished"] for t in turns) and "input_done" in snap["globals"]:
                     break
                 if not turns and "input_done" in snap["globals"]:
@@ -149,12 +162,22 @@ class Engine:
 
 
 def _result(snap: dict[str, Any], t0: float) -> TurnResult:
-    spoken = [t for t in snap.get("turns", []) if t["transcript"].strip()]
-    res = TurnResult(errors=list(snap.get("errors", [])), history=snap.get("history", []))
-    if not snap.get("turns"):
+    """The talk's answer: its first spoken turn up front, every turn in ``turns``."""
+    rel = lambda ev: {k: round(v - t0, 4) for k, v in ev.items()}  # noqa: E731
+    res = TurnResult(errors=list(snap.get("errors", [])), history=snap.get("history", []),
+                     false_interruptions=snap.get("false_interruptions", 0),
+                     marks=rel({k: v for k, v in snap.get("globals", {}).items() if k.startswith("barge_in")}))
+    res.turns = [{**t, "events": rel(t["events"])} for t in snap.get("turns", [])]
+    for t in res.turns:  # the player's chunk times too: one clock for everything a talk reports
+        t["info"] = {**t["info"], "chunks": [{**c, **rel({k: c[k] for k in ("t_start", "t_end") if k in c})}
+                                             for c in t["info"].get("chunks", [])]}
+    if not res.turns:
         return res
-    turn = spoken[-1] if spoken else snap["turns"][-1]
+    # the turn answering the input file: its last spoken one from before any barge-in
+    cut = res.marks.get("barge_in_started", float("inf"))
+    spoken = [t for t in res.turns if t["transcript"].strip()
+              and t["events"].get("user_speech_started", t["events"].get("transcript_final", 0)) < cut]
+    turn = spoken[-1] if spoken else res.turns[-1]
     res.transcript, res.reply, res.state = turn["transcript"], turn["reply"], turn["state"]
-    res.events = {k: round(v - t0, 4) for k, v in turn["events"].items()}
-    res.info = turn["info"]
+    res.events, res.info = turn["events"], turn["info"]
     return res

@@ -6,8 +6,9 @@ so the same rules run in the session actor and in timeline unit tests.
 Response ids are allocated here and only here, and only grow.
 
 Barge-in, in two steps (as livekit/agents does; pipecat cuts at once):
-1. the VAD hears the user start while a reply is in progress: the reply's
-   audio is *paused* at the player (silent within one block), nothing dropped;
+1. the VAD hears a first speech-like window while a reply is in progress: the
+   reply's audio is *paused* at the player (silent within one block), nothing
+   dropped; if the VAD then decides it was not speech, the reply goes on;
 2. the interruption is confirmed once the user has spoken for at least
    ``min_interrupt_s`` and the transcript has words: every stage drops the old
    reply (InterruptFrame) and the history keeps only the words that were heard.
@@ -44,6 +45,7 @@ TURN_EVENTS = ("user_speech_started", "user_speech_stopped", "transcript_final",
 # events of a reply attempt: an attempt that is cancelled does not leave them behind
 ATTEMPT_EVENTS = ("llm_first_token", "tts_first_audio")
 FINISHED = ("done", "empty", "interrupted", "ignored", "failed")
+ONSET = -1  # Turn.paused_by while paused on a speech onset the VAD has not yet confirmed
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     preemptive: str | None = None  # words of an attempt started before the endpoint, not yet confirmed
     committed: bool = False  # the user's words are final and in the history
-    paused_by: int = 0  # utterance whose speech paused this reply (0: not paused)
+    paused_by: int = 0  # utterance whose speech paused this reply (0: not paused; ONSET: not yet sure)
 
     @property
     def finished(self) -> bool:
@@ -110,6 +112,7 @@ class Session:
         self.globals: dict[str, float] = {}  # input_started, input_done
         self.errors: list[str] = []
         self.false_interruptions = 0
+        self.false_pauses = 0  # onsets that paused a reply and proved not to be speech
 
     # ------------------------------------------------------------ inputs
     def handle(self, frame: Frame) -> list[Send]:
@@ -149,9 +152,31 @@ class Session:
     def _pause(self, reply: Turn, by: Turn) -> list[Send]:
         if reply.paused_by == by.utterance_id:
             return []
-        reply.paused_by = by.utterance_id
+        was, reply.paused_by = reply.paused_by, by.utterance_id
         by.info["barge_in"] = reply.response_id
+        if was == ONSET:
+            return []  # already silent since the onset
         return [Send("player", HoldFrame(response_id=reply.response_id, hold=True, priority=by.priority))]
+
+    def _onset(self, name: str, t: float = 0.0) -> list[Send]:
+        """The VAD's first speech-like window (or its retraction): pause the reply at once.
+
+        Pausing is cheap to undo, so it does not wait for the VAD to be sure:
+        this is what keeps "user starts -> engine silent" short.
+        """
+        cur = self.current()
+        if cur is None:
+            return []
+        if name == "user_speech_onset" and not cur.paused_by:
+            cur.paused_by = ONSET
+            cur.info["onset_pauses"] = cur.info.get("onset_pauses", 0) + 1
+            return [Send("player", HoldFrame(response_id=cur.response_id, hold=True, priority=Priority.HIGH))]
+        if name == "user_speech_onset_rejected" and cur.paused_by == ONSET:
+            cur.paused_by = 0
+            self.false_pauses += 1
+            cur.info.setdefault("false_pause_times", []).append(t)
+            return [Send("player", HoldFrame(response_id=cur.response_id, hold=False, priority=cur.priority))]
+        return []
 
     def _resume(self, reply: Turn, why: str) -> list[Send]:
         """A false interruption: the reply goes on where it paused."""
@@ -189,6 +214,11 @@ class Session:
         if name == "input_done":
             self.globals[name] = ev.t
             return []
+        if name in ("barge_in_scheduled", "barge_in_started"):  # a scripted barge-in (talk --barge-in)
+            self.globals[name] = ev.t
+            if "speech_onset" in d:
+                self.globals["barge_in_speech_start"] = d["speech_onset"]
+            return []
         if name == "error":
             msg = d.get("message", "")
             self.errors.append(msg)
@@ -201,6 +231,8 @@ class Session:
                         self.replying = None
                     return self._next_queued()
             return []
+        if name in ("user_speech_onset", "user_speech_onset_rejected"):
+            return self._onset(name, ev.t)
         if name.startswith("user_speech_") or name == "stt_done":
             return self._speech_event(name, ev)
         turn = self._by_rid.get(ev.response_id)
@@ -279,6 +311,7 @@ class Session:
         if turn.finished:
             return []  # e.g. a burst already judged not to be a turn
         if not tf.final:
+            turn.info["partial"] = tf.text  # the live transcript, for display
             return self._preempt(turn, tf.text)
         turn.events["transcript_final"] = tf.created
         turn.transcript = tf.text
@@ -410,4 +443,5 @@ class Session:
     def snapshot(self) -> dict[str, Any]:
         return {"turns": [t.to_dict() for t in self.turns.values()], "globals": dict(self.globals),
                 "history": self.messages(), "errors": list(self.errors), "replying": self.replying,
-                "queued": self.queued, "false_interruptions": self.false_interruptions}
+                "queued": self.queued, "false_interruptions": self.false_interruptions,
+                "false_pauses": self.false_pauses}

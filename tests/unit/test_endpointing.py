@@ -17,12 +17,14 @@ def make(**kw) -> Endpointer:
     return Endpointer(**args)
 
 
-def feed(ep: Endpointer, probs: list[float], first: int = 0) -> list[tuple[int, SpeechEvent]]:
-    """Feed windows first, first+1, ... and return (window index, event) for each event."""
+def feed(ep: Endpointer, probs: list[float], first: int = 0, onsets: bool = False,
+         start_threshold: float | None = None) -> list[tuple[int, SpeechEvent]]:
+    """Feed windows first, first+1, ... and return (window index, event) for each event
+    (the tentative onset/reject events only with ``onsets``)."""
     out = []
     for i, p in enumerate(probs, start=first):
-        ev = ep.update(p, i * W)
-        if ev is not None:
+        ev = ep.update(p, i * W, start_threshold)
+        if ev is not None and (onsets or ev.kind not in ("onset", "reject")):
             out.append((i, ev))
     return out
 
@@ -157,3 +159,17 @@ def test_reset_returns_to_silence():
     assert not ep.in_speech
     assert feed(ep, [SILENCE] * 30, first=5) == []
     assert kinds(feed(ep, [SPEECH] * 3, first=40)) == ["start"]
+
+
+def test_onset_comes_at_the_first_speech_window_and_a_blip_is_rejected():
+    ep = make()
+    events = feed(ep, [SILENCE] * 5 + [SPEECH] * 2 + [SILENCE] * 3 + [SPEECH] * 4, onsets=True)
+    assert [(i, e.kind) for i, e in events] == [(5, "onset"), (7, "reject"), (10, "onset"), (12, "start")]
+    assert events[0][1].audio_time == pytest.approx(5 * W)
+    assert events[0][1].detected_at == pytest.approx(6 * W)  # known as soon as the window is in
+
+
+def test_a_stricter_start_threshold_while_the_engine_talks():
+    ep = make()
+    assert feed(ep, [0.7] * 10, onsets=True, start_threshold=0.85) == []
+    assert kinds(feed(ep, [0.9] * 3, first=10, onsets=True, start_threshold=0.85)) == ["onset", "start"]

@@ -12,3 +12,7 @@ def test_real_repetition_inside_speech_is_kept():
     for text in ("No, no, no, that is not what I said.", "Yes yes", "I said go go go now please",
                  "Play it again and again and again"):
         assert drop_repeats(text) == text
+
+
+def test_a_full_restart_that_then_wanders_is_cut_too():
+    assert drop_repeats("Tell me a story Tell me a story Tell me Tell me") == "Tell me a story"

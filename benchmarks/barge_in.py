@@ -1,0 +1,189 @@
+"""Barge-in on virtual audio devices, measured from the signals.
+
+The engine runs on PulseAudio null sinks (``pipeline/virtual_audio.py``): its
+speaker is ``kokoro_spk``, its mic ``user_mouth.monitor``. A probe process
+plays the user's clips into ``user_mouth`` and records both the speaker and
+the mic on one clock (``kokoro_bus.monitor``), so every figure below comes from
+those two recorded signals, not from the engine's own timestamps:
+
+* stop latency: user speech onset in the mic -> the speaker silent (its last
+  sample above -45 dBFS before 150 ms of quiet), per trial, p50/p95;
+* voice-to-voice: the question's speech end in the mic -> the reply's first
+  sound on the speaker;
+* false barge-in: short noise bursts (< ``interrupt.min_speech_ms``) played over a
+  reply, and, with an open-speaker echo (-6 dB, ~50 ms, module-loopback), whole
+  replies with nobody talking: a reply cut, a turn started or the output paused
+  by the engine's own voice counts as a self-interruption.
+
+    .venv/bin/python benchmarks/barge_in.py --trials 20            # -> benchmarks/results/barge_in.json
+    .venv/bin/python benchmarks/barge_in.py --trials 3 --quick     # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
+from pipeline.fake_llm import FakeLLM  # noqa: E402
+from pipeline.graph import Engine  # noqa: E402
+from pipeline.virtual_audio import Clip, VirtualAudio, first_loud, first_silence, refresh_portaudio  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# a long first clause: its audio runs ~6 s with no gap, so "silent" can only mean "stopped"
+STORY = ("Once upon a time there was a small red fox who lived at the edge of a quiet green forest by a river, "
+         "and every morning she walked down to the water to watch the fish. Every evening she told the owls "
+         "what she had seen.")
+ANSWER = "Sure, let us talk about the weather."
+
+
+def espeak(text: str, path: Path) -> Path:
+    import subprocess
+
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.1", "0.1"],
+                   check=True)
+    return path
+
+
+def burst(path: Path, ms: int, seed: int) -> Path:
+    """A voiced hum (like "hm") of ``ms`` milliseconds: speech-like, too short to be a turn."""
+    from pipeline.audio import write_wav
+
+    rate = 48000
+    t = np.arange(int(ms / 1000 * rate)) / rate
+    f0 = 120 + 40 * random.Random(seed).random()
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * np.hanning(len(t))
+    write_wav(path, (0.35 * x / np.abs(x).max() * 32767).astype(np.int16), rate)
+    return path
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)), 4) if xs else None
+
+
+def run_trial(va: VirtualAudio, engine: Engine, question: Path, clip: Path, delay: float) -> dict:
+    """Ask; ``delay`` s after the reply is heard, play ``clip``; measure from the recording."""
+    before = {t["response_id"] for t in engine.snapshot()["turns"]}
+    clips = [Clip(question, at=0.3), Clip(clip, on="speaker_on", delay=delay, after=0)]
+    res = va.probe(clips, duration=40.0, end_after_clips=6.0)
+    snap = engine.snapshot()
+    turns = [t for t in snap["turns"] if t["response_id"] not in before]
+    rate = res.rate
+    q_end = res.clip_onsets[0] + int(len(res.clips[0]) - 0.1 * rate) if res.clip_onsets[0] is not None else None
+    out: dict = {"delay_s": delay, "turn_states": [t["state"] for t in turns],
+                 "false_interruptions": snap.get("false_interruptions"), "false_pauses": snap.get("false_pauses")}
+    if q_end is not None:
+        first = first_loud(res.speaker, rate, q_end)
+        out["v2v_s"] = None if first is None else round((first - q_end) / rate, 4)
+    onset = res.speech_onset(1)
+    if onset is None:
+        out["error"] = "barge-in clip never played (no reply heard?)"
+        return out
+    silent = res.speaker_silent_after(onset, hold_ms=150.0)
+    out["onset_s"] = round(onset / rate, 4)
+    out["stop_s"] = None if silent is None else round((silent - onset) / rate, 4)
+    out["speaker_on_at_onset"] = bool(first_loud(res.speaker[max(0, onset - rate // 10):onset + 1], rate, 0)
+                                      is not None)
+    return out
+
+
+def settle(engine: Engine, timeout: float = 30.0) -> None:
+    """Wait for every turn to finish (the answer to the barge-in included)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not all(t["finished"] for t in engine.snapshot()["turns"]):
+        time.sleep(0.2)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="fewer false-barge-in and echo runs")
+    ap.add_argument("--out", default=str(RESULTS / "barge_in.json"))
+    a = ap.parse_args()
+    rng = random.Random(7)
+    tmp = Path(tempfile.mkdtemp(prefix="kokoro-bargein-"))
+    question = espeak("Tell me a story.", tmp / "q.wav")
+    cut_in = espeak("What about the weather?", tmp / "b.wav")
+    result: dict = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+                    "setup": {"speaker": "kokoro_spk (PulseAudio null sink)", "mic": "user_mouth.monitor",
+                              "llm": "FakeLLM, 200 ms to first token, 12 tokens/s", "trials": a.trials}}
+    with VirtualAudio() as va, FakeLLM(STORY, ttft=0.2, tokens_per_s=12.0, replies={"weather": ANSWER}) as llm:
+        refresh_portaudio()
+        cfg = load_config(CONFIG_DIR / "test.toml", [f"llm.base_url={llm.base_url}", "llm.max_tokens=120"])
+        engine = Engine(cfg).start()
+        try:
+            import ray
+
+            ray.get(engine.actors["player"].open_device.remote(48000))
+            ray.get(engine.actors["mic"].start_device.remote())
+            for cond, echo in (("headphones", False), ("open_speaker_-6dB", True)):
+                if echo:
+                    va.add_echo(50, -6.0)
+                trials = []
+                for i in range(a.trials):
+                    tr = run_trial(va, engine, question, cut_in, rng.uniform(1.0, 3.0))
+                    settle(engine)
+                    trials.append(tr)
+                    print(cond, i, tr, flush=True)
+                stops = [t["stop_s"] for t in trials if t.get("stop_s") is not None]
+                v2v = [t["v2v_s"] for t in trials if t.get("v2v_s") is not None]
+                result[cond] = {
+                    "stop_latency_s": {"p50": pct(stops, 50), "p95": pct(stops, 95), "max": pct(stops, 100),
+                                       "n": len(stops), "target_p95": 0.15},
+                    "voice_to_voice_s": {"p50": pct(v2v, 50), "p95": pct(v2v, 95), "n": len(v2v)},
+                    "missed": sum(1 for t in trials if t.get("stop_s") is None), "trials": trials}
+                # false barge-in: short hums over the reply must not cut it
+                n_false = 3 if a.quick else 10
+                cut = 0
+                for i in range(n_false):
+                    hum = burst(tmp / f"hum{i}.wav", rng.choice([120, 160, 200]), i)
+                    tr = run_trial(va, engine, question, hum, rng.uniform(1.0, 3.0))
+                    settle(engine)
+                    cut += "interrupted" in tr["turn_states"]
+                    print(cond, "burst", i, tr["turn_states"], flush=True)
+                result[cond]["false_barge_in_on_bursts"] = {"runs": n_false, "replies_cut": cut}
+                if echo:  # nobody talks: the engine's own voice must never pause or cut it
+                    snap0 = engine.snapshot()
+                    runs = 2 if a.quick else 5
+                    selfint = 0
+                    for i in range(runs):
+                        before = {t["response_id"] for t in engine.snapshot()["turns"]}
+                        va.probe([Clip(question, at=0.3)], duration=30.0, end_after_clips=22.0)
+                        settle(engine)
+                        turns = [t for t in engine.snapshot()["turns"] if t["response_id"] not in before]
+                        selfint += sum(1 for t in turns if t["state"] in ("interrupted", "ignored", "empty")
+                                       or t["info"].get("onset_pauses"))
+                    snap1 = engine.snapshot()
+                    result[cond]["self_interruptions"] = {
+                        "long_replies": runs, "self_interruptions": selfint, "target": 0,
+                        "false_pauses": snap1["false_pauses"] - snap0["false_pauses"]}
+                    va.remove_echo()
+            result["engine_stats"] = {k: {kk: v for kk, v in s.items() if kk in (
+                "echo_blocks", "echo_path", "echo_coupling_db", "strict_windows", "residual_gated", "reopened",
+                "device_errors", "output_latency_s")} for k, s in engine.stats().items() if k in ("mic", "vad", "player")}
+        finally:
+            engine.shutdown()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("headphones", "open_speaker_-6dB")}, indent=1))
+    for cond in ("headphones", "open_speaker_-6dB"):
+        if cond in result:
+            r = result[cond]
+            print(cond, "stop", r["stop_latency_s"], "v2v", r["voice_to_voice_s"], "missed", r["missed"],
+                  r.get("false_barge_in_on_bursts"), r.get("self_interruptions"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""EchoPath: open speakers (the mic follows the playback) vs headphones (it does not)."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.echo_path import EchoPath
+
+rng = np.random.default_rng(0)
+
+
+def speechlike(n_blocks: int, block: int = 512) -> np.ndarray:
+    """Noise bursts with gaps, like words: 3 blocks on, 1 off."""
+    x = (rng.standard_normal(n_blocks * block) * 3000).astype(np.int16)
+    for b in range(3, n_blocks, 4):
+        x[b * block:(b + 1) * block] = 0
+    return x
+
+
+def run(ep: EchoPath, near: np.ndarray, far: np.ndarray, block: int = 512) -> list[bool]:
+    return [ep.update(near[i:i + block], far[i:i + block]) for i in range(0, len(far) - block + 1, block)]
+
+
+def test_a_delayed_attenuated_echo_is_an_echo_path_despite_word_gaps():
+    far = speechlike(200)
+    delay = 800  # 50 ms
+    near = np.zeros_like(far)
+    near[delay:] = (far[:-delay] * 0.5).astype(np.int16)  # -6 dB
+    ep = EchoPath()
+    assert all(run(ep, near, far))
+    assert -9 < ep.coupling_db < -4
+
+
+def test_no_echo_is_detected_after_half_a_second_of_playback_and_user_speech_does_not_undo_it():
+    far = speechlike(200)
+    near = (rng.standard_normal(len(far)) * 3).astype(np.int16)  # the room's noise only
+    ep = EchoPath()
+    decisions = run(ep, near[:512 * 24], far[:512 * 24])  # 16 blocks of playback (every 4th is a gap)
+    assert decisions[:20] == [True] * 20 and decisions[-1] is False  # echo assumed until the first window
+    user = near.copy()
+    user[512 * 40:512 * 120] = speechlike(80)  # the user talks over the reply
+    assert not any(run(ep, user[512 * 24:], far[512 * 24:]))
+
+
+def test_silent_playback_teaches_nothing():
+    ep = EchoPath()
+    z = np.zeros(512 * 50, np.int16)
+    assert all(run(ep, speechlike(50), z)) and ep.coupling_db is None

@@ -1,0 +1,38 @@
+"""The lines `kokoro-engine run` prints as turns change state."""
+from __future__ import annotations
+
+import io
+
+from pipeline.run_display import RunDisplay, render
+
+
+def turn(state, **kw):
+    t = {"response_id": 1, "utterance_id": 1, "source": "user_speech", "state": state, "transcript": "",
+         "reply": "", "heard": None, "paused": False, "events": {}, "info": {}, "errors": []}
+    t.update(kw)
+    return t
+
+
+def test_each_state_has_its_line():
+    assert render(turn("listening", info={"partial": "what is the"})) == "[listening]   you: what is the…"
+    assert render(turn("thinking", transcript="What time is it?")).startswith("[thinking]    you: What time")
+    assert render(turn("speaking", reply="It is noon.")) == "[speaking]    kokoro: It is noon."
+    assert render(turn("speaking", reply="It is", paused=True)).startswith("[paused]")
+    assert render(turn("interrupted", heard="It is")) == "[interrupted] kokoro, heard: It is…"
+    line = render(turn("done", reply="It is noon.",
+                       events={"user_speech_stopped": 10.0, "first_reply_sample_out": 11.25},
+                       info={"stt_s": 0.06, "ttft_s": 0.2, "synth_s": 0.6}))
+    assert line.endswith("(answered 1.25 s after you stopped: stt 0.06, llm 0.20, tts 0.60)")
+    assert "(tap_event)" in render(turn("thinking", source="tap_event", transcript="(touched)"))
+
+
+def test_display_prints_only_changes_and_new_errors():
+    out = io.StringIO()
+    d = RunDisplay(out)
+    snap = {"turns": [turn("listening")], "errors": []}
+    d.update(snap)
+    d.update(snap)
+    snap = {"turns": [turn("thinking", transcript="Hi")], "errors": ["LLM endpoint down"]}
+    d.update(snap)
+    d.update(snap)
+    assert out.getvalue().splitlines() == ["[listening]   …", "[thinking]    you: Hi", "[error]       LLM endpoint down"]
