@@ -136,13 +136,15 @@ def main() -> int:
                     settle(engine)
                     trials.append(tr)
                     print(cond, i, tr, flush=True)
-                stops = [t["stop_s"] for t in trials if t.get("stop_s") is not None]
+                # only trials whose clip began while the reply was sounding (not in a gap between chunks)
+                stops = [t["stop_s"] for t in trials if t.get("stop_s") is not None and t["speaker_on_at_onset"]]
                 v2v = [t["v2v_s"] for t in trials if t.get("v2v_s") is not None]
                 result[cond] = {
                     "stop_latency_s": {"p50": pct(stops, 50), "p95": pct(stops, 95), "max": pct(stops, 100),
                                        "n": len(stops), "target_p95": 0.15},
                     "voice_to_voice_s": {"p50": pct(v2v, 50), "p95": pct(v2v, 95), "n": len(v2v)},
-                    "missed": sum(1 for t in trials if t.get("stop_s") is None), "trials": trials}
+                    "missed": sum(1 for t in trials if t.get("stop_s") is None),
+                    "in_a_gap": sum(1 for t in trials if not t.get("speaker_on_at_onset", True)), "trials": trials}
                 # false barge-in: short hums over the reply must not cut it
                 n_false = 3 if a.quick else 10
                 cut = 0

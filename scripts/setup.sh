@@ -6,7 +6,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PKGS=(espeak-ng sox libportaudio2)
+# pulseaudio, pulseaudio-utils, libasound2-plugins (ALSA "pulse" device): the virtual sound
+# devices of tests and benchmarks (pipeline/virtual_audio.py)
+APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -63,3 +63,23 @@ def whisper():
     from models.registry import load_whisper
 
     return load_whisper(load_config(CONFIG_DIR / "test.toml"))
+
+
+@pytest.fixture(scope="session")
+def virtual_audio():
+    """PulseAudio virtual devices for the whole session (pipeline/virtual_audio.py): default
+    sink kokoro_spk, default source user_mouth.monitor, both on kokoro_bus.monitor. Skips the
+    tests that use it where PulseAudio cannot start; stops what it started."""
+    from pipeline.virtual_audio import VirtualAudio, VirtualAudioUnavailable, refresh_portaudio
+
+    va = VirtualAudio()
+    try:
+        va.start()
+    except VirtualAudioUnavailable as e:
+        pytest.skip(f"virtual audio devices unavailable: {e}")
+    refresh_portaudio()  # a PortAudio initialised before the server started lists no devices
+    try:
+        yield va
+    finally:
+        va.stop()
+        refresh_portaudio()
