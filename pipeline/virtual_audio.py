@@ -16,8 +16,10 @@ stream's output->recording offset then differed per stream (56-76 ms measured) a
 within one; without, it was a constant 60.0 ms (65.0 ms in some streams) and the module-loopback
 echo stays exact while the engine opens and closes streams.
 
-Every idle sink gets a keep-alive ``pacat --latency-msec=20`` of silence: an idle null sink
-runs at a ~2 s latency, and its monitor then delivers the first audio only after ~1.6-2 s.
+Every sink gets a keep-alive ``pacat --latency-msec=20`` (a stream that never gets data,
+so silence): an idle null sink runs at a ~2 s latency, and a recording of its monitor then
+gets its first audio only after ~1.6-2 s. Even with the keep-alive a new null sink needs
+~2 s to settle (its idle timer), so ``start()`` takes ~2.2 s.
 
 The probe (``Probe``, ``VirtualAudio.probe``) is a subprocess (``python -m
 pipeline.virtual_audio probe PLAN``) with one duplex sounddevice stream: it plays clips into
@@ -894,7 +896,8 @@ def _probe_main(plan_path: str) -> int:
     st: dict[str, Any] = {
         "pos": 0, "starts": [-1] * len(clips), "ends": [-1] * len(clips), "done": [False] * len(clips),
         "armed": [r["on"] not in (None, "manual") and r["after"] is None for r in rules],
-        "speaker_on": False, "quiet": 0, "last_loud": 0, "status": [], "rtt": 0, "rtt_measured": False, "stop": False,
+        "speaker_on": False, "quiet": 0, "last_loud": 0, "status": [], "rtt": 0, "rtt_measured": False,
+        "stop": False,
     }
 
     def schedule(i: int, target_rec: int, now: int) -> None:
@@ -990,6 +993,7 @@ def _probe_main(plan_path: str) -> int:
     channel = plan["channel"]
     onsets: list[int | None] = [None] * len(clips)
     heads = [first_loud(c, rate, 0, -40.0, relative=True) or 0 for c in clips]
+
     def find_onsets(final: bool) -> None:
         """Where each clip reached the recording (the real output->mic offset), as soon as
         the search window is recorded (or with what there is, at the end)."""
@@ -1010,7 +1014,8 @@ def _probe_main(plan_path: str) -> int:
                        device=("pulse", "pulse"), callback=callback)
     st["rtt"] = int(sum(stream.latency) * rate)
     with stream:
-        emit({"event": "ready", "rate": rate, "block": block, "stream_latency_ms": [x * 1000 for x in stream.latency]})
+        emit({"event": "ready", "rate": rate, "block": block,
+              "stream_latency_ms": [x * 1000 for x in stream.latency]})
         end_after = plan["end_after_clips"]
         while not st["stop"] and st["pos"] < total:
             try:
