@@ -23,9 +23,7 @@ from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler
 from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame, TTSAudioFrame
 from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
-from pipeline.playout import PlayEvent, PlayoutBuffer, Segment
-
-LOUD = 300  # int16: above this a sample counts as sound (about -40 dBFS)
+from pipeline.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
 
 
 class WavSink:

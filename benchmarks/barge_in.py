@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
+from pipeline.espeak import espeak_wav  # noqa: E402
 from pipeline.fake_llm import FakeLLM  # noqa: E402
 from pipeline.graph import Engine  # noqa: E402
 from pipeline.virtual_audio import Clip, VirtualAudio, first_loud, first_silence, refresh_portaudio  # noqa: E402
@@ -47,13 +48,7 @@ ANSWER = "Sure, let us talk about the weather."
 
 
 def espeak(text: str, path: Path) -> Path:
-    import subprocess
-
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(path), "pad", "0.1", "0.1"],
-                   check=True)
-    return path
+    return espeak_wav(text, path, rate=48000, pad_s=(0.1, 0.1))
 
 
 def burst(path: Path, ms: int, seed: int) -> Path:

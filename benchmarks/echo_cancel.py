@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import read_wav  # noqa: E402
+from pipeline.espeak import espeak_wav  # noqa: E402
 from pipeline.echo_cancel import (BLOCK, PLAYBACK_VAD_THRESHOLD, RATE, WARMUP_S,  # noqa: E402
                                   WARMUP_VAD_THRESHOLD, EchoCanceller)
 
@@ -61,14 +61,8 @@ RESULT = Path(__file__).resolve().parent / "results" / "echo_cancel.json"
 # ------------------------------------------------------------------ signals
 def espeak_pcm(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
     """espeak-ng speech as 16 kHz mono int16 (sox resamples), no padding."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is missing: run ./scripts/setup.sh")
     with tempfile.TemporaryDirectory() as d:
-        raw, wav = Path(d) / "raw.wav", Path(d) / "out.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-        subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)], check=True)
-        pcm, _ = read_wav(wav)
+        pcm, _ = read_wav(espeak_wav(text, Path(d) / "out.wav", RATE, voice=voice, speed=speed))
     return pcm
 
 

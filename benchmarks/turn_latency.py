@@ -38,7 +38,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -256,13 +255,15 @@ def speech_bounds(path: Path, threshold_db: float) -> tuple[float, float, float]
 
 
 def make_questions(tmp: Path, threshold_db: float) -> list[dict[str, Any]]:
-    if shutil.which("espeak-ng") is None:
-        raise SystemExit("espeak-ng not found (apt-get install espeak-ng)")
+    from pipeline.espeak import espeak_wav
+
     out = []
     for i, text in enumerate(QUESTIONS):
         p = tmp / f"q{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(p), text], check=True,
-                       capture_output=True)
+        try:
+            espeak_wav(text, p, rate=None)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         dur, first, last = speech_bounds(p, threshold_db)
         out.append({"index": i, "text": text, "path": str(p), "duration_s": round(float(dur), 3),
                     "true_speech_start_s": round(float(first), 3), "true_speech_end_s": round(float(last), 3)})

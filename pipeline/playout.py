@@ -17,6 +17,9 @@ from typing import Callable
 import numpy as np
 
 
+LOUD = 300  # int16: above this a sample counts as sound (about -40 dBFS)
+
+
 @dataclass
 class Segment:
     response_id: int
@@ -32,7 +35,7 @@ class Segment:
     speech_end: int = 0
 
     def __post_init__(self) -> None:
-        loud = np.flatnonzero(np.abs(self.pcm.astype(np.int32)) > 300)  # ~ -40 dBFS
+        loud = np.flatnonzero(np.abs(self.pcm.astype(np.int32)) > LOUD)
         if len(loud) and not self.speech_end:
             self.speech_start, self.speech_end = int(loud[0]), int(loud[-1]) + 1
 

@@ -1,8 +1,6 @@
 """Shared fixtures: one Ray cluster per test session, espeak-ng speech, a fake LLM."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +26,12 @@ def ray_session(test_config):
 
 def espeak(text: str, path: Path, rate: int = 16000, pad_s: tuple[float, float] = (0.5, 0.0)) -> Path:
     """Speak ``text`` into a mono WAV at ``rate``, with silence padding (sox)."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run ./scripts/test.sh (it installs espeak-ng and sox)")
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path),
-                    "pad", str(pad_s[0]), str(pad_s[1])], check=True)
-    raw.unlink()
-    return path
+    from pipeline.espeak import espeak_wav
+
+    try:
+        return espeak_wav(text, path, rate, pad_s)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def speech_span(pcm: np.ndarray, rate: int, thresh_db: float = -40.0) -> tuple[float, float]:

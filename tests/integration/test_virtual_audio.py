@@ -129,6 +129,17 @@ def test_probe_one_clock_and_triggers(virtual_audio):
     assert block_db(res.speaker[: spk_on - RATE // 50], RATE).max() < -80
 
 
+def unplug_and_wait(va, name: str, stream, finished: list, why: str) -> None:
+    """Unplug ``name``; the stream's finished callback must come within 1 s, then close it."""
+    t0 = time.monotonic()
+    va.unplug(name)
+    while not finished and time.monotonic() - t0 < 2:
+        time.sleep(0.01)
+    assert finished, why
+    assert finished[0] - t0 < 1.0 and not stream.active
+    stream.close()
+
+
 def test_unplug_kills_output_and_replug_works(virtual_audio):
     import sounddevice as sd
 
@@ -136,14 +147,8 @@ def test_unplug_kills_output_and_replug_works(virtual_audio):
     stream = tone_stream(sd, 500.0, finished)
     stream.start()
     time.sleep(0.3)
-    t0 = time.monotonic()
     try:
-        virtual_audio.unplug(SPEAKER)
-        while not finished and time.monotonic() - t0 < 2:
-            time.sleep(0.01)
-        assert finished, "the output stream did not end when its sink vanished"
-        assert finished[0] - t0 < 1.0 and not stream.active
-        stream.close()
+        unplug_and_wait(virtual_audio, SPEAKER, stream, finished, "the output stream did not end when its sink vanished")
         assert virtual_audio.default_sink() == "kokoro_void"
     finally:
         virtual_audio.replug(SPEAKER)
@@ -162,14 +167,8 @@ def test_unplug_kills_input_and_replug_works(virtual_audio):
     stream = input_stream(sd, q, finished)
     stream.start()
     time.sleep(0.3)
-    t0 = time.monotonic()
     try:
-        virtual_audio.unplug(MOUTH)
-        while not finished and time.monotonic() - t0 < 2:
-            time.sleep(0.01)
-        assert finished, "the input stream did not end when its source vanished"
-        assert finished[0] - t0 < 1.0 and not stream.active
-        stream.close()
+        unplug_and_wait(virtual_audio, MOUTH, stream, finished, "the input stream did not end when its source vanished")
     finally:
         virtual_audio.replug(MOUTH)
     q = queue.Queue()
