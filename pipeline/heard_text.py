@@ -4,11 +4,15 @@ The player reports, for every TTS chunk of a reply, how many of its samples
 were played and where the voice lies inside the chunk. Kokoro gives no word
 timings, so inside a partly played chunk the words are spread over the voiced
 span in proportion to their length (letters, plus a pause after punctuation).
-A word counts as heard only when its estimated end has been played.
+A word counts as heard only when its estimated end has been played. Emotion
+tags ("[happy]", avatar.emotion) are not spoken: they take no time and are
+not words; one stays in the heard text once a word after it is heard.
 """
 from __future__ import annotations
 
 import re
+
+from avatar.emotion import blank_tags
 
 _WORD = re.compile(r"\S+")
 _PAUSE = {",": 2.0, ";": 2.5, ":": 2.5, "—": 2.5, ".": 3.5, "!": 3.5, "?": 3.5, "…": 3.5}
@@ -25,7 +29,7 @@ def words_heard(text: str, played: int, speech_start: int, speech_end: int) -> i
         return len(text)
     if played <= speech_start:
         return 0
-    words = list(_WORD.finditer(text))
+    words = list(_WORD.finditer(blank_tags(text)))  # same offsets, tags blanked out
     weights = [_weight(m.group()) for m in words]
     total = sum(weights) or 1.0
     span = speech_end - speech_start

@@ -5,12 +5,16 @@ while the LLM is still streaming; the second may cut at a clause once it is a
 few times longer (Kokoro costs ~0.3 s a call plus ~25 ms a character here, so
 small-then-growing chunks keep the audio ahead of the synthesis); later chunks
 wait for a sentence end (better prosody) unless they grow long. A boundary counts only once the
-character after it is known to be whitespace, so "3.5" or "e.g.x" never split.
+character after it is known to be whitespace, so "3.5" or "e.g.x" never split. Emotion tags
+("[happy]", avatar.emotion) stay in a chunk's text (offsets index the raw reply) but are not
+spoken, and a word cut never falls inside one.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from avatar.emotion import blank_tags, strip_tags
 
 _SENTENCE_END = ".!?…。！？"
 _CLAUSE_END = ",;:—–、，；："
@@ -36,7 +40,7 @@ class Chunk:
 
 
 def clean_for_speech(text: str) -> str:
-    return re.sub(r"\s+", " ", _MARKUP.sub(" ", text)).strip()
+    return re.sub(r"\s+", " ", _MARKUP.sub(" ", strip_tags(text))).strip()
 
 
 class TextChunker:
@@ -89,11 +93,14 @@ class TextChunker:
                 if i < self.max_chars:  # only boundaries that keep the chunk within max_chars
                     clause_at = i
         if first and self.first_max_words:
-            spaces = [i for i, ch in enumerate(tail) if ch.isspace() and i > 0 and not tail[i - 1].isspace()]
+            # words only: tags count for nothing, and a tag still open ("[very") is not yet a word
+            words = blank_tags(tail)
+            spaces = [i for i, ch in enumerate(words) if ch.isspace() and i > 0 and not words[i - 1].isspace()
+                      and words.count("[", 0, i) <= words.count("]", 0, i)]
             # N complete words and no boundary among them; never end the fragment on a
             # function word ("The capital of | France" blurs, "The capital of France | is" does not)
             for n in range(self.first_max_words, min(len(spaces), self.first_max_words + 3) + 1):
-                last = tail[:spaces[n - 1]].split()[-1].lower().strip("'\"")
+                last = words[:spaces[n - 1]].split()[-1].lower().strip("'\"")
                 if last not in _FUNCTION_WORDS:
                     self._mid_sentence, self._shift = True, 1
                     return self._emit(self._pos + spaces[n - 1])

@@ -43,3 +43,12 @@ def test_played_words_stop_at_the_first_partial_chunk_in_order():
     chunks = [chunk("It lived in a wood.", 100, 10, 1), chunk("Once upon a time, ", 100, 100, 0)]
     text, complete = heard_text(chunks)
     assert text == "Once upon a time," and not complete
+
+
+def test_emotion_tags_take_no_time_and_are_not_words():
+    text = "aaa [happy] bbb ccc [Very Sad] ddd"  # as "aaa bbb ccc ddd": each word ends at a quarter
+    assert words_heard(text, 25, 0, 100) == len("aaa")
+    assert words_heard(text, 50, 0, 100) == len("aaa [happy] bbb")  # the tag goes with the word after it
+    assert words_heard(text, 75, 0, 100) == len("aaa [happy] bbb ccc")
+    assert words_heard("[happy] one two", 50, 0, 100) == len("[happy] one")
+    assert words_heard("[laughs]", 50, 0, 100) == 0

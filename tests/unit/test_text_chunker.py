@@ -200,3 +200,29 @@ def test_first_chunk_word_cut_is_opt_in_and_finishes_its_sentence_next():
     # punctuation that comes first still wins
     c = TextChunker(first_max_words=3)
     assert [x.text for x in c.add("Sure, I can help. ") + c.flush()] == ["Sure,", "I can help."]
+
+
+def test_emotion_tags_are_not_spoken_but_links_still_go_whole():
+    assert clean_for_speech("[happy] Hello [Laughs] there! [very happy]") == "Hello there!"
+    assert clean_for_speech("I see [link](http://x.y) [1] ok") == "I see [1] ok"
+    assert Chunk("[sad] Oh no.", 0, 12, 0).speech == "Oh no."
+
+
+def test_chunks_with_tags_still_index_the_raw_reply():
+    reply = "[happy] Hello there! I am so glad [excited] you came. [shy] Thanks."
+    _, chunks = run(words(reply))
+    assert [reply[c.start:c.end] for c in chunks] == [c.text for c in chunks]
+    assert chunks[0].text == "[happy] Hello there!"
+    assert [c.speech for c in chunks] == ["Hello there!", "I am so glad you came.", "Thanks."]
+
+
+def test_a_word_cut_never_splits_a_tag_and_tags_are_not_words():
+    def first(reply):
+        c = TextChunker(first_max_words=2)
+        return [x.text for x in c.add(reply) + c.flush()][0]
+
+    assert first("[very happy] Well then ") == "[very happy] Well then"
+    assert first("Well [very happy] then ") == "Well [very happy] then"
+    # a tag still streaming ("[very" with no "]" yet) is not cut either
+    c = TextChunker(first_max_words=2)
+    assert [x.text for x in c.add("Hi [very ")] == []
