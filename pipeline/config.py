@@ -154,6 +154,21 @@ class EchoConfig:
 
 
 @dataclass
+class AvatarConfig:
+    enabled: bool = False
+    model: str = "haru"  # a name in models_dir (kokoro-engine avatar list), or a settings file / folder
+    models_dir: str = ""  # "" = $XDG_DATA_HOME/kokoro-engine/avatars (~/.local/share/...)
+    width: int = 400
+    height: int = 600
+    scale: float = 1.0  # the remembered scale (mouse wheel) wins once there is one
+    fps: int = 30
+    overlay: bool = True  # borderless, always on top, transparent with a compositor
+    headless: bool = False  # hidden window rendering offscreen (needs an X server, e.g. Xvfb)
+    attack_ms: float = 40.0  # lip-sync smoothing: mouth opening ...
+    release_ms: float = 80.0  # ... and closing time constants
+
+
+@dataclass
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -164,6 +179,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     interrupt: InterruptConfig = field(default_factory=InterruptConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
+    avatar: AvatarConfig = field(default_factory=AvatarConfig)
 
     def check(self) -> None:
         def need(cond: bool, key: str, why: str) -> None:
@@ -196,6 +212,13 @@ class Config:
         need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
         need(self.tts.spin in ("auto", "true", "false"), "tts.spin", "must be auto, true or false")
         need(0.25 <= self.tts.speed <= 4.0, "tts.speed", "must be 0.25..4")
+        need(bool(self.avatar.model.strip()), "avatar.model", "must name a model")
+        for key in ("avatar.width", "avatar.height"):
+            need(64 <= _get(self, key) <= 4096, key, "must be 64..4096")
+        need(0.25 <= self.avatar.scale <= 4.0, "avatar.scale", "must be 0.25..4")
+        need(1 <= self.avatar.fps <= 120, "avatar.fps", "must be 1..120")
+        need(0.0 <= self.avatar.attack_ms <= 1000.0, "avatar.attack_ms", "must be 0..1000")
+        need(0.0 <= self.avatar.release_ms <= 2000.0, "avatar.release_ms", "must be 0..2000")
         need(self.llm.base_url == "" or self.llm.base_url.startswith(("http://", "https://")),
              "llm.base_url", "must be empty (embedded server) or an http(s) URL")
 

