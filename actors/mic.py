@@ -47,6 +47,7 @@ class MicStage(Stage):
         self._new_echo_path()
         self.simulate_echo = False
         self._barge: dict | None = None  # a second file to mix in once the reply is heard
+        self._path_key: tuple = ()  # the echo path the canceller has learnt (see start_file)
         self.echo_blocks = 0
 
     # ------------------------------------------------------------ echo path
@@ -65,11 +66,12 @@ class MicStage(Stage):
             self._clock = PlaybackClock.attach(segment_name(self.cfg.engine.run_id or "", self.session_id))
         return self._clock
 
-    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float]:
-        """(the block with the engine's own voice cancelled, the echo guard level for the VAD)."""
+    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float]:
+        """(the block with the engine's own voice cancelled, the echo guard level for the VAD,
+        the block's RMS before cancellation)."""
         clock = self._playback()
         if clock is None:
-            return pcm, 0.0
+            return pcm, 0.0, -1.0
         e = self.cfg.echo
         if self.simulate_echo:  # the output leaks back into the mic, as from open speakers
             leak = clock.reference(t_cap - e.simulate_delay_ms / 1000, len(pcm)).astype(np.float32)
@@ -77,11 +79,12 @@ class MicStage(Stage):
         if self._barge is not None:
             pcm = self._mix_barge_in(pcm, t_cap, clock)
         ref = clock.reference(t_cap, len(pcm))
+        raw_rms = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2)))
         had_echo = self.echo_path.present
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
-            return pcm, 0.0  # no echo path (headphones): nothing of the engine's voice to guard against
+            return pcm, 0.0, raw_rms  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
@@ -94,7 +97,7 @@ class MicStage(Stage):
             converging = self.aec.stats.converging
             self.echo_blocks += echo > 0
         e = self.cfg.echo
-        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20)
+        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge
@@ -119,9 +122,9 @@ class MicStage(Stage):
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        pcm, guard = self._echo_path(pcm, capture_time)
+        pcm, guard, raw_rms = self._echo_path(pcm, capture_time)
         self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
-                                         echo_guard=guard))
+                                         echo_guard=guard, raw_rms=raw_rms))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file
@@ -142,7 +145,13 @@ class MicStage(Stage):
                            "onset": (loud[0] / RATE) if len(loud) else 0.0}
         self.simulate_echo = self.cfg.echo.simulate if simulate_echo is None else simulate_echo
         self.stop()
-        self._new_echo_path()
+        e = self.cfg.echo
+        # talks through the same simulated room are one session's turns: the canceller stays
+        # converged across them, as on a device; another path (or none) is learnt anew
+        path = ("simulated", e.simulate_gain_db, e.simulate_delay_ms) if self.simulate_echo else ("file",)
+        if path != self._path_key or not self.simulate_echo:
+            self._new_echo_path()
+        self._path_key = path
         self._stop.clear()
         self.done = False
         self.pos = 0  # stream positions are file positions: the clock of the talk's events
@@ -206,6 +215,7 @@ class MicStage(Stage):
                                                                    - time_info.inputBufferAdcTime)))
 
                 self._new_echo_path()  # (re)opened: maybe another device, another room
+                self._path_key = ("device",)
                 with sd.InputStream(samplerate=rate, channels=1, dtype="int16", callback=cb, latency="low",
                                     blocksize=rate * self.cfg.audio.input_block_ms // 1000,
                                     device=self.cfg.audio.input_device or None) as stream:

@@ -17,6 +17,7 @@ from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame
                              UserStoppedSpeakingFrame)
 
 WINDOW = 512  # samples at 16 kHz
+MAX_LATE_WINDOWS = 32  # how far (1 s) a late-confirmed speech start reaches back for its onset
 ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice may be in the mic
 
 
@@ -34,7 +35,12 @@ class VADStage(Stage):
         self.endpointer = Endpointer(WINDOW / 16000, v.threshold, v.neg_threshold,
                                      v.min_speech_ms / 1000, v.endpoint_silence_ms / 1000,
                                      v.speculative_silence_ms / 1000)
-        self.pre_roll: deque[InputAudioFrame] = deque(maxlen=max(1, v.pre_roll_ms // 32))
+        self.pre_roll_windows = max(1, v.pre_roll_ms // 32)
+        # windows before the speech start with their probability (after the echo guard): under
+        # echo the start can be confirmed late (a window not louder than the echo breaks the run),
+        # so the STT gets the whole run of speech-like windows before it, plus the pre-roll. Not
+        # Silero's raw score: a cold canceller's residual scores high and would be transcribed
+        self.before: deque[tuple[InputAudioFrame, float]] = deque(maxlen=self.pre_roll_windows + MAX_LATE_WINDOWS)
         self._buf = np.zeros(0, np.int16)
         self._buf_pos = 0
         self._buf_capture = 0.0
@@ -46,7 +52,9 @@ class VADStage(Stage):
         self._echo_hold = max(1, 400 // 32)  # the room's echo tail outlasts the playback a little
         self.strict_windows = 0
         self._echo_guard = 0.0
+        self._raw_rms = -1.0
         self.residual_gated = 0
+        self._recent: deque[tuple[float, float, float]] = deque(maxlen=4)  # (prob, level, guard): why an onset
 
     def extra_stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
@@ -71,7 +79,12 @@ class VADStage(Stage):
             raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
         if frame.echo_guard > ECHO_FLOOR:
             self._echo_windows = self._echo_hold + len(frame.pcm) // WINDOW
-            self._echo_guard = frame.echo_guard
+        # the guard follows the echo the mic can carry now (the mic's estimate already spans the
+        # echo's delay): a paused reply stops guarding once its echo has passed, while the strict
+        # threshold holds a little longer for the room's tail. (A guard held at its last value
+        # kept gating the user's first words after the pause and blurred their transcript.)
+        self._echo_guard = frame.echo_guard
+        self._raw_rms = frame.raw_rms  # (mic blocks are one window long)
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
@@ -87,27 +100,31 @@ class VADStage(Stage):
         t = block.stream_pos / 16000
         strict, onset = None, 1
         prob = self.speech_prob(block.pcm)
+        level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
+        if self._raw_rms >= 0:  # a converging canceller may add echo: count only what the mic had
+            level = min(level, self._raw_rms)
+        self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1)))
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
             strict, onset = self.cfg.echo.vad_threshold, 2  # one window of a cold canceller's leak: no pause
-            level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
             if not self.endpointer.in_speech and level < self._echo_guard:
                 prob = 0.0  # no louder than what the canceller leaves of the echo
                 self.residual_gated += 1
         ev = self.endpointer.update(prob, t, strict, onset)
         if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on
             self.event("user_speech_onset" if ev.kind == "onset" else "user_speech_onset_rejected",
-                       audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time)
+                       audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time,
+                       windows=list(self._recent))
         if ev is not None and ev.kind == "start":
             self.utterance += 1
             lag = ev.detected_at - ev.audio_time
             start = UserStartedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance)
             self.emit("stt", start)
             # pre-roll: the windows before detection hold the onset of the speech
-            for f in self.pre_roll:
+            for f in self._lead_in():
                 self.emit("stt", f)
-            self.pre_roll.clear()
+            self.before.clear()
             self.event("user_speech_started", utterance=self.utterance, audio_time=ev.audio_time,
                        detect_lag=lag)
         if self.endpointer.in_speech or (ev is not None and ev.kind == "stop"):
@@ -118,11 +135,21 @@ class VADStage(Stage):
             elif ev is not None and ev.kind == "resume":
                 self.event("user_speech_resumed", utterance=self.utterance, audio_time=ev.audio_time)
         else:
-            self.pre_roll.append(block)
+            self.before.append((block, prob))
         if ev is not None and ev.kind == "stop":
             self.emit("stt", UserStoppedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
             self.event("user_speech_stopped", utterance=self.utterance, audio_time=ev.audio_time,
                        detect_lag=ev.detected_at - ev.audio_time)
+
+
+    def _lead_in(self) -> list[InputAudioFrame]:
+        """The windows to send before a speech start: the speech-like run just before it
+        (probability at least ``neg_threshold``), and the pre-roll before that."""
+        items = list(self.before)
+        i = len(items)
+        while i > 0 and items[i - 1][1] >= self.cfg.vad.neg_threshold:
+            i -= 1
+        return [f for f, _ in items[max(0, i - self.pre_roll_windows):]]
 
 
 VADActor = stage_actor(VADStage)

@@ -72,6 +72,10 @@ class InputAudioFrame(AudioFrame):
     # while the engine talks: the RMS (int16) below which this audio is taken for what is
     # left of the engine's own voice after echo cancellation (0: no echo possible)
     echo_guard: float = 0.0
+    # RMS (int16) of this audio before echo cancellation (-1: not measured). A canceller
+    # still converging can *add* a misestimated echo (measured: residual 4x the echo it
+    # was given), so the guard compares the quieter of the two: what it can not have added
+    raw_rms: float = -1.0
 
     input_side: ClassVar[bool] = True
 

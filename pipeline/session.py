@@ -158,7 +158,7 @@ class Session:
             return []  # already silent since the onset
         return [Send("player", HoldFrame(response_id=reply.response_id, hold=True, priority=by.priority))]
 
-    def _onset(self, name: str, t: float = 0.0) -> list[Send]:
+    def _onset(self, name: str, t: float = 0.0, windows: list | None = None) -> list[Send]:
         """The VAD's first speech-like window (or its retraction): pause the reply at once.
 
         Pausing is cheap to undo, so it does not wait for the VAD to be sure:
@@ -170,6 +170,8 @@ class Session:
         if name == "user_speech_onset" and not cur.paused_by:
             cur.paused_by = ONSET
             cur.info["onset_pauses"] = cur.info.get("onset_pauses", 0) + 1
+            # the VAD's last windows (prob, level, echo guard): why it paused, for diagnosis
+            cur.info.setdefault("onset_windows", []).append(windows or [])
             return [Send("player", HoldFrame(response_id=cur.response_id, hold=True, priority=Priority.HIGH))]
         if name == "user_speech_onset_rejected" and cur.paused_by == ONSET:
             cur.paused_by = 0
@@ -232,7 +234,7 @@ class Session:
                     return self._next_queued()
             return []
         if name in ("user_speech_onset", "user_speech_onset_rejected"):
-            return self._onset(name, ev.t)
+            return self._onset(name, ev.t, ev.data.get("windows"))
         if name.startswith("user_speech_") or name == "stt_done":
             return self._speech_event(name, ev)
         turn = self._by_rid.get(ev.response_id)
