@@ -18,6 +18,7 @@ import dataclasses
 import queue
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -47,7 +48,8 @@ class MicStage(Stage):
         self._new_echo_path()
         self.simulate_echo = False
         self._barge: dict | None = None  # a second file to mix in once the reply is heard
-        self._path_key: tuple = ()  # the echo path the canceller has learnt (see start_file)
+        self._path_key: tuple = ()
+        self._delay_probe: deque = deque(maxlen=RATE * 8 // self.block)  # (mic, reference) blocks, for echo_delay()  # the echo path the canceller has learnt (see start_file)
         self.echo_blocks = 0
 
     # ------------------------------------------------------------ echo path
@@ -79,6 +81,7 @@ class MicStage(Stage):
         if self._barge is not None:
             pcm = self._mix_barge_in(pcm, t_cap, clock)
         ref = clock.reference(t_cap, len(pcm))
+        self._delay_probe.append((pcm.copy(), ref.copy()))
         raw_rms = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2)))
         had_echo = self.echo_path.present
         if not self.echo_path.update(pcm, ref):
@@ -238,6 +241,25 @@ class MicStage(Stage):
                 self.device_errors += 1
                 self.report_error(f"microphone failed ({e}); reopening in 1 s")
                 self._stop.wait(1.0)
+
+    def echo_delay(self) -> dict:
+        """Where the engine's voice sits in the mic relative to its reference, over the last 8 s
+        (cross-correlation): a positive delay is causal (the echo follows its reference), which the
+        canceller needs; a negative one means the mic's or the player's timestamps are off."""
+        if len(self._delay_probe) < 16:
+            return {"delay_ms": None, "peak": 0.0}
+        mic = np.concatenate([m for m, _ in self._delay_probe]).astype(np.float64)
+        ref = np.concatenate([r for _, r in self._delay_probe]).astype(np.float64)
+        if not ref.any() or not mic.any():
+            return {"delay_ms": None, "peak": 0.0}
+        n = 1 << int(np.ceil(np.log2(2 * len(mic))))
+        xc = np.fft.irfft(np.fft.rfft(mic, n) * np.conj(np.fft.rfft(ref, n)), n)
+        lim = RATE * 3 // 10  # +-300 ms
+        lags = np.concatenate([np.arange(0, lim), np.arange(-lim, 0)])
+        vals = np.concatenate([xc[:lim], xc[-lim:]])
+        k = int(np.argmax(np.abs(vals)))
+        norm = np.sqrt(np.dot(mic, mic) * np.dot(ref, ref))
+        return {"delay_ms": round(1000 * lags[k] / RATE, 2), "peak": round(float(abs(vals[k]) / norm), 3)}
 
     def stop(self) -> None:
         self._stop.set()
