@@ -115,7 +115,7 @@ class LipSync:
             # the end): closed now, not after a release tail
             self.value = 0.0
             return 0.0
-        at = max(t, min(t + self.lead_s, _written_until(clock) - self.window_s / 2))
+        at = max(t, min(t + self.lead_s, clock.written_until() - self.window_s / 2))
         target = self.open_level(clock, at)
         dt = math.inf if prev is None or t < prev else t - prev  # first frame, or a new clock: no history
         tau = self.attack_s if target > self.value else self.release_s
@@ -123,10 +123,3 @@ class LipSync:
         self.value += (target - self.value) * k
         return self.value
 
-
-def _written_until(clock: "PlaybackClock") -> float:
-    """Wall time at which the last block written to ``clock`` ends (-inf if none)."""
-    last = clock._recent(1)  # one consistent record copy; the clock has no public accessor for it
-    if not len(last):
-        return -math.inf
-    return float(last["t"][-1] + last["n"][-1] / REF_RATE)

@@ -152,6 +152,14 @@ class PlaybackClock:
             out[lo - first:hi - first] = self.samples[np.arange(lo, hi) % ns]
         return out
 
+    def written_until(self) -> float:
+        """Wall time at which the last block written ends (-inf if none): readers that look a
+        little ahead (lip-sync) must not look past it."""
+        last = self._recent(1)
+        if not len(last):
+            return float("-inf")
+        return float(last["t"][-1] + last["n"][-1] / REF_RATE)
+
     def level(self, t0: float, t1: float) -> float:
         """Largest block RMS heard between ``t0`` and ``t1`` (int16 units)."""
         recs = self._recent(256)
