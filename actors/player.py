@@ -21,7 +21,8 @@ import ray
 
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler
-from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame, TTSAudioFrame
+from pipeline.frames import (ChunkAudibleFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
+                             TTSAudioFrame)
 from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
 from pipeline.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
 
@@ -256,6 +257,10 @@ class PlayerStage(Stage):
                                     "text": e.segment.text, "text_start": e.segment.text_start,
                                     "text_end": e.segment.text_end,
                                     "sample_start": None if base is None else base + e.offset, "t_start": t})
+                # the avatar's cue: this chunk's text (emotion tags included) is heard from t on
+                self._events.put(("chunk_audible", e.response_id, t, {
+                    "text": e.segment.text, "text_start": e.segment.text_start, "chunk_index": e.segment.chunk_index,
+                    "duration": len(e.segment.pcm) / self.rate}))
             elif e.kind == "chunk_end" and e.segment is not None:
                 for c in reversed(self.chunks):
                     if c["response_id"] == e.response_id and c["chunk"] == e.segment.chunk_index:
@@ -277,6 +282,9 @@ class PlayerStage(Stage):
     def _event_loop(self) -> None:
         while True:
             name, rid, t, data = self._events.get()
+            if name == "chunk_audible":  # to the avatar stage, where there is one (emit skips it otherwise)
+                self.emit("avatar", ChunkAudibleFrame(response_id=rid, t_audible=t, **data))
+                continue
             if name in ("reply_done", "reply_stopped"):
                 if name == "reply_stopped":
                     time.sleep(0.1)  # the fade-out and the device's buffer are still to be heard

@@ -9,7 +9,7 @@ shared playback clock, with no round trip to the parent.
 
 Parent -> child: ("expression", name|None), ("motion", group, index, priority),
 ("mouth_source", clock_name|None), ("mouth", value|None) (a fixed opening, None: back
-to the clock), ("capture", directory|None), ("click", x, y), ("state",), ("quit",).
+to the clock), ("capture", directory|None, raw), ("click", x, y), ("state",), ("quit",).
 Child -> parent: ("ready", info), ("frame", t_display, mouth_open) for every frame,
 ("tap", area, x_norm, y_norm), ("state", dict), ("info", message), ("error", message).
 
@@ -20,9 +20,11 @@ swap time. With vsync the swap waits for the screen, which the average includes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -74,7 +76,8 @@ class AvatarProcess:
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_main, args=(child, self.spec, self.mouth_fn),
                                  name="kokoro-avatar", daemon=True)
-        self._proc.start()
+        with _main_not_rerun(keep=getattr(self.mouth_fn, "__module__", None) == "__main__"):
+            self._proc.start()
         child.close()
         self._conn = parent
         self._reader = threading.Thread(target=self._read, name="avatar-reader", daemon=True)
@@ -138,9 +141,11 @@ class AvatarProcess:
         """Hold the mouth at ``value`` (0..1); None returns it to the mouth source."""
         self._send("mouth", None if value is None else float(value))
 
-    def capture(self, directory: str | Path | None) -> None:
-        """Write every frame as PNG (+ frames.jsonl) into ``directory``; None stops."""
-        self._send("capture", None if directory is None else str(directory))
+    def capture(self, directory: str | Path | None, raw: bool = False) -> None:
+        """Write every frame as PNG (``raw``: RGBA into frames.rgba) + frames.jsonl into
+        ``directory``; None stops. Commands run in order: a ``state()`` after a stop
+        returns once the last frame is written."""
+        self._send("capture", None if directory is None else str(directory), bool(raw))
 
     def click(self, x: int, y: int) -> None:
         """A synthetic left click at window pixel (x, y), as if the user clicked there."""
@@ -224,6 +229,24 @@ class AvatarProcess:
             return ""
         last = f": {self.errors[-1]}" if self.errors else ""
         return f" (exit code {code}{last})"
+
+
+@contextlib.contextmanager
+def _main_not_rerun(keep: bool = False):
+    """Spawn runs the parent's ``__main__`` file again in the child (as ``__mp_main__``). In a
+    Ray worker that is Ray's default_worker.py, which imports ray, and live2d loaded after
+    ray aborts on its first model load (std::bad_alloc, measured): the child would die with
+    SIGABRT. The window process needs nothing from ``__main__``, so its file is hidden
+    while the child is spawned (``keep``: a test's mouth function defined there needs it)."""
+    main = sys.modules.get("__main__")
+    path = None if keep else getattr(main, "__file__", None)
+    if path is not None:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
 
 
 # ---------------------------------------------------------------- child side
@@ -330,7 +353,7 @@ def _handle(msg: tuple, window, source: _MouthSource, send) -> bool:
             source.fixed = msg[1]
         elif kind == "capture":
             if msg[1]:
-                window.start_capture(msg[1])
+                window.start_capture(msg[1], raw=bool(msg[2]) if len(msg) > 2 else False)
             else:
                 window.stop_capture()
         elif kind == "click":

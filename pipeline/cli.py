@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--echo", action="store_true",
                    help="mix the engine's own output back into the mic, as open speakers would "
                         "(echo.simulate_gain_db / echo.simulate_delay_ms)")
+    t.add_argument("--avatar", action="store_true",
+                   help="run the Live2D avatar headless during the talk (an Xvfb of its own without DISPLAY); "
+                        "--json then reports mouth_track")
+    t.add_argument("--video", metavar="OUT.mp4",
+                   help="as --avatar, and write the reply as a video: the avatar's frames at their display "
+                        "times with the reply audio (ffmpeg; without it the PNG frames are kept)")
     _common(t)
     r = sub.add_parser("run", help="live loop on the default mic and speaker until Ctrl-C")
     _common(r)
@@ -110,6 +116,41 @@ def cmd_avatar(args, cfg) -> int:
     return 0
 
 
+def _frames_dir(video: str) -> Path:
+    """Where talk --video captures the avatar's frames: OUT_frames/ beside OUT.mp4, emptied
+    of an earlier capture's files."""
+    d = Path(video).parent / f"{Path(video).stem}_frames"
+    if d.is_dir():
+        for f in [*d.glob("frames.*"), *d.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png")]:
+            f.unlink()
+    return d
+
+
+def _make_video(res, wav: str, frames: Path, out: str) -> dict:
+    """The talk's captured frames + its reply WAV -> OUT.mp4 on the WAV's clock (avatar/video.py)."""
+    import shutil
+
+    from avatar import video
+
+    chunks = [c for c in res.info.get("chunks", []) if c.get("sample_start") is not None]
+    if not chunks or not video.read_capture(frames):
+        shutil.rmtree(frames, ignore_errors=True)
+        return {"error": "no reply was heard: no video" if not chunks else "the avatar captured no frames (see errors)"}
+    duration, rate = video.wav_duration(wav)
+    c = chunks[0]  # chunk times are relative to the talk's t0; sample_start is the WAV's own position
+    t_wav0 = res.t0 + c["t_start"] - c["sample_start"] / rate
+    if not shutil.which("ffmpeg"):
+        n = video.write_pngs(frames, t_wav0, t_wav0 + duration)
+        return {"error": f"ffmpeg is not installed: no {out}; the reply's {n} avatar frames are PNGs in "
+                         f"{frames} (display times in frames.jsonl)", "frames_dir": str(frames), "no_ffmpeg": True}
+    try:
+        info = video.write_mp4(frames, wav, t_wav0, out)
+    except RuntimeError as e:
+        return {"error": f"video: {e}", "frames_dir": str(frames)}
+    shutil.rmtree(frames, ignore_errors=True)
+    return info
+
+
 def cmd_talk(args, cfg) -> int:
     from pipeline.audio import AudioFormatError, load_audio
     from pipeline.graph import Engine
@@ -119,9 +160,28 @@ def cmd_talk(args, cfg) -> int:
     except AudioFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if (args.avatar or args.video) and args.fast:
+        print("error: --avatar/--video need the reply played in real time (drop --fast): the mouth follows "
+              "the playback clock", file=sys.stderr)
+        return 2
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     log_dir = Path(".cache/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
+    xvfb = frames = None
+    if args.avatar or args.video:
+        cfg.avatar.enabled, cfg.avatar.headless = True, True
+        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            from avatar.settings import AvatarError
+            from avatar.xvfb import Xvfb
+
+            try:
+                xvfb = Xvfb()
+                xvfb.start()
+            except AvatarError as e:  # the avatar then reports "no display" and the talk goes on
+                xvfb = None
+                print(f"warning: {e}", file=sys.stderr)
+        if args.video:
+            frames = _frames_dir(args.video)
     engine = Engine(cfg, log_dir)
     try:
         engine.start()
@@ -129,10 +189,13 @@ def cmd_talk(args, cfg) -> int:
             load_audio(args.barge_in)
         res = engine.talk(args.input, args.output, realtime=not args.fast, timeout=args.timeout,
                           barge_in=args.barge_in, barge_in_at=args.barge_in_at,
-                          simulate_echo=True if args.echo else None)
+                          simulate_echo=True if args.echo else None, capture_dir=str(frames) if frames else None)
         stats = engine.stats()
     finally:
         engine.shutdown()
+        if xvfb is not None:
+            xvfb.stop()
+    video = _make_video(res, args.output, frames, args.video) if args.video else None
     out = {"transcript": res.transcript, "reply": res.reply, "state": res.state,
            "events": {k: res.events[k] for k in EVENT_ORDER if k in res.events},
            "stages": {k: v for k, v in res.info.items() if k != "chunks"},
@@ -144,6 +207,10 @@ def cmd_talk(args, cfg) -> int:
                      for t in res.turns],
            # the conversation as the next LLM request would send it
            "history": res.history}
+    if res.mouth_track is not None:  # [t, mouth_open] at display times, on the events' clock
+        out["mouth_track"] = res.mouth_track
+    if video is not None:
+        out["video"] = video
     ev = res.events
     if args.barge_in:
         start = res.marks.get("barge_in_speech_start")
@@ -175,12 +242,17 @@ def cmd_talk(args, cfg) -> int:
             if "latency" in out:
                 print(f"  voice-to-voice (speech end -> first reply sample): {out['latency']['voice_to_voice_s']} s")
             print(f"reply audio: {args.output}")
+            if video and "output" in video:
+                print(f"reply video: {video['output']} ({video['duration_s']:.2f} s, {video['frames']} frames)")
         for e in res.errors:
             print(f"error: {e}", file=sys.stderr)
+    if video and "error" in video:
+        print(f"error: {video['error']}", file=sys.stderr)
     if not res.had_turn:
         return 0
     ok_states = ("done", "interrupted") if args.barge_in else ("done",)
-    return 0 if res.state in ok_states and not res.errors else 1
+    video_failed = bool(video and "error" in video and not video.get("no_ffmpeg"))  # no ffmpeg: PNGs, said
+    return 0 if res.state in ok_states and not res.errors and not video_failed else 1
 
 
 def cmd_run(args, cfg) -> int:

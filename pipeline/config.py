@@ -156,6 +156,7 @@ class EchoConfig:
 @dataclass
 class AvatarConfig:
     enabled: bool = False
+    name: str = "Kokoro"  # the character's name (its state's "name")
     model: str = "haru"  # a name in models_dir (kokoro-engine avatar list), or a settings file / folder
     models_dir: str = ""  # "" = $XDG_DATA_HOME/kokoro-engine/avatars (~/.local/share/...)
     width: int = 400

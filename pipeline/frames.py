@@ -225,3 +225,19 @@ class PriorityChangeFrame(ControlFrame):
     """The reply ``response_id`` now runs at ``priority``."""
 
     urgent: ClassVar[bool] = True
+
+
+# ---------------------------------------------------------------- avatar
+@dataclass(kw_only=True)
+class ChunkAudibleFrame(Frame):
+    """Player -> avatar: a reply chunk's first sample is heard at wall time ``t_audible``.
+
+    ``text`` is the chunk's raw reply text, emotion tags included (they are not spoken);
+    ``duration`` (s) lets a cue inside the chunk land where its words are heard.
+    """
+
+    text: str = ""
+    text_start: int = 0
+    chunk_index: int = 0
+    t_audible: float = 0.0
+    duration: float = 0.0

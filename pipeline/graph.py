@@ -1,7 +1,7 @@
 """Build the stage actors, wire them, and run turns through them.
 
-    mic -> vad -> stt -> session -> llm -> tts -> player
-                          ^ events from every stage; control fans out from here
+    mic -> vad -> stt -> session -> llm -> tts -> player -> avatar (optional: avatar.enabled)
+                          ^ events from every stage, taps from the avatar; control fans out from here
 
 Stages that touch the user's devices (mic, player) and the cheap ones (vad,
 session, and llm, which is only an HTTP client) run on the node of the
@@ -11,6 +11,7 @@ the same config.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class TurnResult:
     turns: list[dict[str, Any]] = field(default_factory=list)  # every turn of the talk, times relative
     marks: dict[str, float] = field(default_factory=dict)  # barge_in_speech_start..., same clock
     false_interruptions: int = 0
+    # the avatar's [t, mouth_open] at display times, same clock as events; None without an avatar
+    mouth_track: list[list[float]] | None = None
+    t0: float = 0.0  # wall time of the first input sample: what every relative time counts from
 
     @property
     def had_turn(self) -> bool:
@@ -54,6 +58,7 @@ class Engine:
         self.actors: dict[str, Any] = {}
         self.llm_server = None
         self.timings: dict[str, float] = {}
+        self.avatar_status: dict[str, Any] = {}
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Engine":
@@ -86,14 +91,29 @@ class Engine:
             opts = model_opts if name in MODEL_STAGES and model_opts else {"scheduling_strategy": here}
             args = (self.cfg, base_url) if name == "llm" else (self.cfg,)
             self.actors[name] = classes[name].options(**opts).remote(*args)
+        if self.cfg.avatar.enabled:
+            from actors.avatar import AvatarActor
+
+            # the window goes where the display is (the driver's DISPLAY), beside the player's clock
+            self.actors["avatar"] = AvatarActor.options(scheduling_strategy=here).remote(
+                self.cfg, os.environ.get("DISPLAY", ""))
         ray.get([a.connect.remote(self.actors) for a in self.actors.values()])
         ready = ray.get([a.ready.remote() for a in self.actors.values()])
         self.timings["actors_ready_s"] = time.perf_counter() - t1
         self.timings.update({f"{r['stage']}_setup_s": r["setup_s"] for r in ready})
+        if "avatar" in self.actors:  # after every setup: a failure is an error event the session takes
+            t2 = time.perf_counter()
+            self.avatar_status = ray.get(self.actors["avatar"].started.remote())
+            self.timings["avatar_start_wait_s"] = time.perf_counter() - t2
         self.timings["start_s"] = time.perf_counter() - t
         return self
 
     def shutdown(self) -> None:
+        if "avatar" in self.actors:
+            try:  # closes the window process
+                ray.get(self.actors["avatar"].release.remote(), timeout=10)
+            except Exception:
+                pass
         if "player" in self.actors:
             try:  # removes the shared playback clock; a kill would leave it in /dev/shm
                 ray.get(self.actors["player"].release.remote(), timeout=5)
@@ -122,18 +142,28 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         return {n: s for n, s in zip(self.actors, ray.get([a.stats.remote() for a in self.actors.values()]))}
 
+    def avatar_state(self) -> dict[str, Any] | None:
+        """The character (name, current_expression, mood, is_speaking); None without an avatar."""
+        avatar = self.actors.get("avatar")
+        return ray.get(avatar.state.remote()) if avatar is not None else None
+
     # ------------------------------------------------------------ one turn from a file
     def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0,
              barge_in: str | None = None, barge_in_at: float = 1.5,
-             simulate_echo: bool | None = None) -> TurnResult:
+             simulate_echo: bool | None = None, capture_dir: str | None = None) -> TurnResult:
         """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``.
 
         ``barge_in``: a second file mixed into the mic ``barge_in_at`` s after the
         first reply sample is heard; the talk then also waits for its turn.
+        With an avatar the result has its ``mouth_track``; ``capture_dir``: its frames
+        are captured there too (raw, for avatar/video.py).
         """
         mic, player = self.actors["mic"], self.actors["player"]
+        avatar = self.actors.get("avatar")
         earlier = {t["response_id"] for t in self.snapshot()["turns"]}  # turns of previous talks
         ray.get(player.open_wav.remote(str(output_wav), 24000, realtime))
+        if avatar is not None and capture_dir:
+            ray.get(avatar.capture.remote(str(capture_dir)))
         info = ray.get(mic.start_file.remote(str(input_wav), realtime, barge_in, barge_in_at, simulate_echo))
         t0 = info["t0"]
         deadline = time.monotonic() + timeout + info["duration"]
@@ -158,7 +188,18 @@ class Engine:
         finally:
             ray.get(mic.stop.remote())
             ray.get(player.close.remote())
-        return _result(snap, t0)
+            track = None
+            if avatar is not None:
+                # the frames up to now (the last reply sample is heard at most a block after
+                # its event); then the capture, if any, is closed
+                track = ray.get(avatar.mouth_track.remote(t0, time.time() + 0.05))
+                if capture_dir:
+                    ray.get(avatar.capture.remote(None))
+        res = _result(snap, t0)
+        res.t0 = t0
+        if track is not None:
+            res.mouth_track = [[round(t - t0, 4), round(m, 4)] for t, m in track]
+        return res
 
 
 def _result(snap: dict[str, Any], t0: float) -> TurnResult:

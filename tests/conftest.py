@@ -8,6 +8,16 @@ import pytest
 
 from pipeline.config import CONFIG_DIR, load_config
 
+# live2d must be loaded before Ray in a process that draws a model: test modules import
+# pipeline.graph (and with it ray) at collection, and a model loaded in-process afterwards
+# (tests/integration/test_avatar_render.py) aborts the whole run in std::bad_alloc
+try:
+    from avatar.model import live2d_module
+
+    live2d_module()
+except Exception:  # not installed: the avatar tests skip or fail on their own
+    pass
+
 
 @pytest.fixture(scope="session")
 def test_config():
