@@ -48,8 +48,8 @@ class MicStage(Stage):
         self._new_echo_path()
         self.simulate_echo = False
         self._barge: dict | None = None  # a second file to mix in once the reply is heard
-        self._path_key: tuple = ()
-        self._delay_probe: deque = deque(maxlen=RATE * 8 // self.block)  # (mic, reference) blocks, for echo_delay()  # the echo path the canceller has learnt (see start_file)
+        self._path_key: tuple = ()  # the echo path the canceller has learnt (see start_file)
+        self._delay_probe: deque = deque(maxlen=RATE * 8 // self.block)  # (mic, reference) blocks, for echo_delay()
         self.echo_blocks = 0
 
     # ------------------------------------------------------------ echo path
@@ -90,13 +90,8 @@ class MicStage(Stage):
             return pcm, 0.0, raw_rms  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
-        # Read through ``reference`` (as the leak and the canceller's reference are), not the blocks'
-        # stamps: a block written late leaves a gap in the stamps, and the two mappings then disagree
-        # by the stall, which let a cold run's echo through the guard under load
-        reach = clock.reference(t_cap - ECHO_REACH_S, int(ECHO_REACH_S * RATE) + len(pcm)).astype(np.float32)
-        n20 = len(reach) // 320 * 320
-        loudest = float(np.sqrt((reach[:n20].reshape(-1, 320) ** 2).mean(axis=1)).max()) if n20 else 0.0
-        echo = loudest * 10 ** ((self.echo_path.coupling_db or 0.0) / 20)
+        dur = len(pcm) / RATE
+        echo = clock.level(t_cap - ECHO_REACH_S, t_cap + dur) * 10 ** ((self.echo_path.coupling_db or 0.0) / 20)
         converging = True
         if self.aec is not None and not had_echo:  # an echo appeared (headphones -> speakers): cold again
             self.aec.reference_samples = 0

@@ -141,7 +141,6 @@ class VADStage(Stage):
             self.event("user_speech_stopped", utterance=self.utterance, audio_time=ev.audio_time,
                        detect_lag=ev.detected_at - ev.audio_time)
 
-
     def _lead_in(self) -> list[InputAudioFrame]:
         """The windows to send before a speech start: the speech-like run just before it
         (probability at least ``neg_threshold``), and the pre-roll before that."""

@@ -161,10 +161,15 @@ class PlaybackClock:
         return float(last["t"][-1] + last["n"][-1] / REF_RATE)
 
     def level(self, t0: float, t1: float) -> float:
-        """Largest block RMS heard between ``t0`` and ``t1`` (int16 units)."""
-        recs = self._recent(256)
-        if not len(recs):
+        """Largest 20 ms RMS heard between ``t0`` and ``t1`` (int16 units).
+
+        Read through ``reference``, as the echo canceller's reference is, not from the
+        blocks' stamps: a block written late leaves a gap in the stamps, and the two
+        mappings then disagree by the stall (which let a cold run's echo past the guard).
+        """
+        x = self.reference(t0, max(0, int(round((t1 - t0) * REF_RATE)))).astype(np.float32)
+        if not len(x):
             return 0.0
-        ends = recs["t"] + recs["n"] / REF_RATE
-        sel = recs[(ends > t0) & (recs["t"] < t1)]
-        return float(sel["rms"].max()) if len(sel) else 0.0
+        starts = np.arange(0, len(x), REF_RATE // 50)
+        mean_sq = np.add.reduceat(x * x, starts) / np.diff(np.append(starts, len(x)))
+        return float(np.sqrt(mean_sq.max()))
