@@ -65,14 +65,19 @@ def _config(tmp_path, model: str = "nope") -> Config:
     return cfg
 
 
-@pytest.fixture
-def stage(tmp_path):
-    """A stage whose model does not exist (no window is spawned), then given a fake face."""
-    calls: list = []
+def _started_without_a_model(tmp_path, calls: list) -> tuple[AvatarStage, dict]:
+    """A stage whose model does not exist: no window is spawned."""
     st = AvatarStage(_config(tmp_path))
     st.ready()
     st.connect({"session": FakeHandle(calls)})
-    status = st.started(timeout=10)
+    return st, st.started(timeout=10)
+
+
+@pytest.fixture
+def stage(tmp_path):
+    """A stage with no model, then given a fake face."""
+    calls: list = []
+    st, status = _started_without_a_model(tmp_path, calls)
     assert not status["running"]
     calls.clear()
     st.calls = calls
@@ -94,10 +99,7 @@ def _wait(cond, timeout: float = 3.0) -> bool:
 
 def test_a_missing_model_is_one_clear_error_event_and_no_face(tmp_path):
     calls: list = []
-    st = AvatarStage(_config(tmp_path))
-    st.ready()
-    st.connect({"session": FakeHandle(calls)})
-    status = st.started(timeout=10)
+    st, status = _started_without_a_model(tmp_path, calls)
     st.started(timeout=1)  # asked again: still one report
     assert not status["running"] and "avatar disabled: no avatar model 'nope'" in status["error"]
     errors = [f for name, f in calls if name == "push" and isinstance(f, EventFrame) and f.name == "error"]
