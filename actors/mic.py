@@ -26,7 +26,8 @@ from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler, load_audio
 from pipeline.echo_path import EchoPath
 from pipeline.frames import Frame, FrameError, InputAudioFrame
-from pipeline.playback_clock import PlaybackClock, segment_name
+from pipeline.playback_clock import PlaybackClock, ReferenceCursor, segment_name
+from pipeline.stream_time import StreamClock, StreamTime
 
 RATE = 16000
 ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
@@ -43,6 +44,7 @@ class MicStage(Stage):
         self.done = False
         self.device_errors = 0
         self._clock: PlaybackClock | None = None
+        self._cursor: ReferenceCursor | None = None
         self._clock_tried = 0.0
         self.aec = None
         self._new_echo_path()
@@ -51,6 +53,7 @@ class MicStage(Stage):
         self._path_key: tuple = ()  # the echo path the canceller has learnt (see start_file)
         self._delay_probe: deque = deque(maxlen=RATE * 8 // self.block)  # (mic, reference) blocks, for echo_delay()
         self.echo_blocks = 0
+        self._stream_time: StreamTime | None = None
 
     # ------------------------------------------------------------ echo path
     def _new_echo_path(self) -> None:
@@ -66,6 +69,7 @@ class MicStage(Stage):
         if self._clock is None and time.monotonic() - self._clock_tried > 1.0:
             self._clock_tried = time.monotonic()
             self._clock = PlaybackClock.attach(segment_name(self.cfg.engine.run_id or "", self.session_id))
+            self._cursor = None if self._clock is None else ReferenceCursor(self._clock)
         return self._clock
 
     def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float]:
@@ -80,7 +84,7 @@ class MicStage(Stage):
             pcm = np.clip(pcm + leak * 10 ** (e.simulate_gain_db / 20), -32768, 32767).astype(np.int16)
         if self._barge is not None:
             pcm = self._mix_barge_in(pcm, t_cap, clock)
-        ref = clock.reference(t_cap, len(pcm))
+        ref = self._cursor.read(t_cap, len(pcm))
         self._delay_probe.append((pcm.copy(), ref.copy()))
         raw_rms = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2)))
         had_echo = self.echo_path.present
@@ -212,31 +216,31 @@ class MicStage(Stage):
                 info = sd.query_devices(self.cfg.audio.input_device or None, kind="input")
                 rate = int(info["default_samplerate"])
                 rs = Resampler(rate, RATE)
+                stream_time = self._stream_time = StreamTime()  # PortAudio's ADC times: not when cb runs
 
                 def cb(indata, frames, time_info, status):
-                    q.put((indata[:, 0].copy(), time.time() - max(0.0, time_info.currentTime
-                                                                   - time_info.inputBufferAdcTime)))
+                    q.put((indata[:, 0].copy(), stream_time.wall(time_info.inputBufferAdcTime, time_info.currentTime)))
 
                 self._new_echo_path()  # (re)opened: maybe another device, another room
                 self._path_key = ("device",)
                 with sd.InputStream(samplerate=rate, channels=1, dtype="int16", callback=cb, latency="low",
                                     blocksize=rate * self.cfg.audio.input_block_ms // 1000,
                                     device=self.cfg.audio.input_device or None) as stream:
-                    pending, t_first = np.zeros(0, np.int16), None
+                    capture = StreamClock(rate)
+                    pending, n_out = np.zeros(0, np.int16), 0
                     while not self._stop.is_set():
                         try:
-                            data, t_cap = q.get(timeout=1.0)
+                            data, t_adc = q.get(timeout=1.0)
                         except queue.Empty:
                             if not stream.active:
                                 raise RuntimeError("input stream stopped delivering audio")
                             continue
-                        if t_first is None or len(pending) == 0:
-                            t_first = t_cap
+                        capture.update(t_adc, len(data))
                         pending = np.concatenate([pending, rs(data)])
                         while len(pending) >= self.block:
-                            self._emit_block(pending[:self.block], t_first)
+                            self._emit_block(pending[:self.block], capture.time_of(n_out / RATE))
                             pending = pending[self.block:]
-                            t_first += self.block / RATE
+                            n_out += self.block
             except Exception as e:
                 self.device_errors += 1
                 self.report_error(f"microphone failed ({e}); reopening in 1 s")
@@ -269,7 +273,8 @@ class MicStage(Stage):
 
     def extra_stats(self) -> dict:
         return {"samples_sent": self.pos, "device_errors": self.device_errors, "echo_blocks": self.echo_blocks,
-                "clock": self._clock is not None,
+                "callback_late_ms": self._stream_time.callback_late_ms() if self._stream_time else {},
+                "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
                 "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
 
 

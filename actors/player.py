@@ -25,6 +25,7 @@ from pipeline.frames import (ChunkAudibleFrame, ControlFrame, EndOfTurnFrame, Fr
                              TTSAudioFrame)
 from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
 from pipeline.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
+from pipeline.stream_time import StreamClock, StreamTime
 
 
 class WavSink:
@@ -97,6 +98,7 @@ class DeviceSink:
         self.reopened = 0
         self.latency = 0.0
         self._last_cb = time.monotonic()
+        self.stream_time = StreamTime()
         self._stop = threading.Event()
         self.stream = self._open()  # the first open fails loudly: a wrong device name is a config error
         threading.Thread(target=self._watch, name="player-watchdog", daemon=True).start()
@@ -108,6 +110,7 @@ class DeviceSink:
         stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="int16", blocksize=self.block,
                                  device=self.device or None, latency="low", callback=self._callback)
         self.latency = float(stream.latency)
+        self._stream_clock = StreamClock(self.rate)  # a new stream counts its samples anew
         self._last_cb = time.monotonic()
         stream.start()
         return stream
@@ -118,9 +121,11 @@ class DeviceSink:
             self.status_errors += 1
         pcm, events = self.buf.read(frames)
         outdata[:, 0] = pcm
-        # when this block's first sample reaches the speaker, on the wall clock
-        heard = time.time() + max(0.0, time_info.outputBufferDacTime - time_info.currentTime)
-        self.on_block(pcm, events, heard, self.samples_written)
+        # when this block's first sample reaches the speaker, on the wall clock, smoothed (see StreamClock)
+        clock = self._stream_clock
+        pos = clock.samples / self.rate
+        clock.update(self.stream_time.wall(time_info.outputBufferDacTime, time_info.currentTime), frames)
+        self.on_block(pcm, events, clock.time_of(pos), self.samples_written)
         self.samples_written += frames
 
     def _watch(self) -> None:
@@ -298,7 +303,8 @@ class PlayerStage(Stage):
         sink = self.sink
         return {"samples_written": getattr(sink, "samples_written", 0), "rate": self.rate,
                 "device_errors": self.device_errors, "reopened": getattr(sink, "reopened", 0),
-                "output_latency_s": getattr(sink, "latency", 0.0), "clock": self.clock_name()}
+                "output_latency_s": getattr(sink, "latency", 0.0),
+                "callback_late_ms": sink.stream_time.callback_late_ms() if isinstance(sink, DeviceSink) else {}, "clock": self.clock_name()}
 
     @ray.method(concurrency_group="control")
     def playback_position(self) -> tuple[int, int, bool]:

@@ -69,3 +69,39 @@ def test_ring_wraps_without_mixing_old_audio(clock):
     last_t = (n - 1) * 0.02
     assert (clock.reference(last_t, 320) == (n - 1) % 100 + 1).all()
     assert not clock.reference(0.0, 320).any()  # overwritten long ago: silence, not new audio
+
+
+def _ramp_blocks(c, t0, n_blocks, jitter_s=None):
+    """Blocks whose samples count up (sample i has value i), stamped every 20 ms (+ jitter)."""
+    for i in range(n_blocks):
+        dt = 0.0 if jitter_s is None else jitter_s[i]
+        c.write((np.arange(320) + 320 * i).astype(np.int16), t0 + i * 0.02 + dt, 1, 480 * i)
+
+
+def test_cursor_reads_an_unbroken_stream_through_jittery_stamps(clock):
+    from pipeline.playback_clock import ReferenceCursor
+
+    rng = np.random.default_rng(0)
+    _ramp_blocks(clock, 100.0, 90, rng.uniform(-0.0004, 0.0004, 90))  # +-0.4 ms stamp jitter
+    cursor = ReferenceCursor(clock)
+    direct, through = [], []
+    for k in range(40):  # 32 ms mic blocks whose own stamps jitter too
+        t = 100.05 + k * 0.032 + rng.uniform(-0.0003, 0.0003)
+        direct.append(clock.reference(t, 512))
+        through.append(cursor.read(t, 512))
+    d, c = np.concatenate(direct).astype(int), np.concatenate(through).astype(int)
+    assert (np.diff(d) != 1).any()  # read by the stamps alone, samples are skipped or repeated
+    assert (np.diff(c) == 1).all()  # the cursor's stream is continuous
+    assert cursor.jumps == 0
+
+
+def test_cursor_jumps_when_the_clocks_move_beyond_its_tolerance(clock):
+    from pipeline.playback_clock import ReferenceCursor
+
+    _ramp_blocks(clock, 100.0, 90)
+    cursor = ReferenceCursor(clock)  # 2 ms
+    first = cursor.read(100.1, 512)
+    assert first[0] == int(0.1 * REF_RATE)
+    # the next block claims to be 10 ms later than the stream's continuation: an xrun, a stall
+    second = cursor.read(100.1 + 0.032 + 0.010, 512)
+    assert second[0] == int((0.1 + 0.042) * REF_RATE) and cursor.jumps == 1
