@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, Callable, NamedTuple
 
 from avatar.settings import AvatarError, check_files, find_settings, read_settings
 
@@ -65,27 +66,42 @@ def _safe_rel(name: str) -> PurePosixPath:
     return p
 
 
+class _Entry(NamedTuple):
+    """One archive member, whatever the archive kind."""
+
+    name: str
+    size: int
+    is_dir: bool
+    special: str  # "" for a plain file or folder, else what it is (a link, a device): refused
+    open: Callable[[], IO[bytes]]
+
+
+def _extract(src: Path, dest: Path, entries: list[_Entry]) -> None:
+    """Unpack ``entries`` under ``dest``: size-capped, no path outside ``dest``, no links."""
+    if sum(e.size for e in entries) > MAX_UNPACKED_BYTES:
+        raise AvatarError(f"{src}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refused")
+    for e in entries:
+        rel = _safe_rel(e.name)
+        if e.special:
+            raise AvatarError(f"{src}: entry {e.name!r} is a {e.special}; refused")
+        target = dest / rel
+        if e.is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with e.open() as fin, open(target, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+
+
 def _unzip(src: Path, dest: Path) -> None:
     try:
         zf = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as e:
         raise AvatarError(f"{src}: not a readable zip ({e})") from None
     with zf:
-        infos = zf.infolist()
-        if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
-            raise AvatarError(f"{src}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refused")
-        for info in infos:
-            rel = _safe_rel(info.filename)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise AvatarError(f"{src}: entry {info.filename!r} is a symbolic link; refused")
-            target = dest / rel
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as fin, open(target, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+        _extract(src, dest, [_Entry(i.filename, i.file_size, i.is_dir(),
+                                    "symbolic link" if stat.S_ISLNK(i.external_attr >> 16) else "",
+                                    lambda i=i: zf.open(i)) for i in zf.infolist()])
 
 
 def _untar(src: Path, dest: Path) -> None:
@@ -94,21 +110,8 @@ def _untar(src: Path, dest: Path) -> None:
     except (tarfile.TarError, OSError) as e:
         raise AvatarError(f"{src}: not a readable tar archive ({e})") from None
     with tf:
-        members = tf.getmembers()
-        if sum(m.size for m in members) > MAX_UNPACKED_BYTES:
-            raise AvatarError(f"{src}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refused")
-        for m in members:
-            rel = _safe_rel(m.name)
-            if not (m.isfile() or m.isdir()):
-                raise AvatarError(f"{src}: entry {m.name!r} is a link or special file; refused")
-            target = dest / rel
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fin = tf.extractfile(m)
-            with fin, open(target, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+        _extract(src, dest, [_Entry(m.name, m.size, m.isdir(), "" if m.isfile() or m.isdir() else "link or special file",
+                                    lambda m=m: tf.extractfile(m)) for m in tf.getmembers()])
 
 
 def _copy_folder(src: Path, dest: Path) -> None:
