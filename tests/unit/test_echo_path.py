@@ -32,15 +32,29 @@ def test_a_delayed_attenuated_echo_is_an_echo_path_despite_word_gaps():
         assert -7 < ep.coupling_db < -5, (delay_ms, ep.coupling_db)
 
 
-def test_no_echo_is_detected_after_half_a_second_of_playback_and_user_speech_does_not_undo_it():
+def test_no_echo_is_detected_after_a_second_of_playback_and_user_speech_does_not_undo_it():
     far = speechlike(200)
     near = (rng.standard_normal(len(far)) * 3).astype(np.int16)  # the room's noise only
     ep = EchoPath()
-    decisions = run(ep, near[:512 * 24], far[:512 * 24])  # a window is 16 blocks of playback and its tail
-    assert decisions[:15] == [True] * 15 and decisions[15] is False  # echo assumed until the first window
+    decisions = run(ep, near[:512 * 40], far[:512 * 40])  # a window is 16 blocks of playback and its tail
+    assert decisions[:31] == [True] * 31 and decisions[31] is False  # echo assumed until two windows say no
     user = near.copy()
-    user[512 * 40:512 * 120] = speechlike(80)  # the user talks over the reply
-    assert not any(run(ep, user[512 * 24:], far[512 * 24:]))
+    user[512 * 40:512 * 120] = speechlike(80) * 2  # the user talks over the reply, louder than it
+    assert not any(run(ep, user[512 * 40:], far[512 * 40:]))
+
+
+def test_an_echo_that_appears_mid_session_is_seen_within_a_window():
+    """Headphones unplugged: the energy of the no-echo windows must not hide the new echo."""
+    far = speechlike(400)
+    near = (rng.standard_normal(len(far)) * 3).astype(np.int16)
+    ep = EchoPath()
+    assert not any(run(ep, near[:512 * 200], far[:512 * 200])[40:])  # headphones for 6 s
+    delay = 16 * 50
+    echo = near.copy()
+    echo[512 * 200 + delay:] += (far[512 * 200:-delay] * 0.5).astype(np.int16)
+    decisions = run(ep, echo[512 * 200:], far[512 * 200:])
+    assert decisions.index(True) <= 16 and all(decisions[16:])
+    assert -7 < ep.coupling_db < -5  # from the echo's windows only
 
 
 def test_silent_playback_teaches_nothing():
