@@ -43,6 +43,7 @@ class MicStage(Stage):
         self.pos = 0
         self.done = False
         self.device_errors = 0
+        self.reopened = 0
         self._clock: PlaybackClock | None = None
         self._cursor: ReferenceCursor | None = None
         self._clock_tried = 0.0
@@ -72,12 +73,12 @@ class MicStage(Stage):
             self._cursor = None if self._clock is None else ReferenceCursor(self._clock)
         return self._clock
 
-    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float]:
+    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float, bool]:
         """(the block with the engine's own voice cancelled, the echo guard level for the VAD,
-        the block's RMS before cancellation)."""
+        the block's RMS before cancellation, whether the canceller has converged)."""
         clock = self._playback()
         if clock is None:
-            return pcm, 0.0, -1.0
+            return pcm, 0.0, -1.0, False
         e = self.cfg.echo
         if self.simulate_echo:  # the output leaks back into the mic, as from open speakers
             leak = clock.reference(t_cap - e.simulate_delay_ms / 1000, len(pcm)).astype(np.float32)
@@ -91,7 +92,7 @@ class MicStage(Stage):
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
-            return pcm, 0.0, raw_rms  # no echo path (headphones): nothing of the engine's voice to guard against
+            return pcm, 0.0, raw_rms, False  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
@@ -103,8 +104,7 @@ class MicStage(Stage):
             pcm = self.aec.process(pcm, ref)
             converging = self.aec.stats.converging
             self.echo_blocks += echo > 0
-        e = self.cfg.echo
-        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms
+        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms, not converging
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge
@@ -129,9 +129,9 @@ class MicStage(Stage):
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        pcm, guard, raw_rms = self._echo_path(pcm, capture_time)
+        pcm, guard, raw_rms, settled = self._echo_path(pcm, capture_time)
         self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
-                                         echo_guard=guard, raw_rms=raw_rms))
+                                         echo_guard=guard, raw_rms=raw_rms, echo_settled=settled))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file
@@ -210,6 +210,7 @@ class MicStage(Stage):
 
         sd = import_sounddevice()
         self.event("input_started", source="device")
+        failed = False
         while not self._stop.is_set():  # reopen after a device error: the conversation goes on
             q: queue.Queue = queue.Queue()
             try:
@@ -223,18 +224,27 @@ class MicStage(Stage):
 
                 self._new_echo_path()  # (re)opened: maybe another device, another room
                 self._path_key = ("device",)
+                # a vanished device ends the stream with no exception: finished_callback says so at once
                 with sd.InputStream(samplerate=rate, channels=1, dtype="int16", callback=cb, latency="low",
                                     blocksize=rate * self.cfg.audio.input_block_ms // 1000,
-                                    device=self.cfg.audio.input_device or None) as stream:
+                                    device=self.cfg.audio.input_device or None,
+                                    finished_callback=lambda: q.put(None)) as stream:
+                    if failed:
+                        failed = False
+                        self.reopened += 1
+                        self.event("device_reopened", device="input", name=info["name"])
                     capture = StreamClock(rate)
                     pending, n_out = np.zeros(0, np.int16), 0
                     while not self._stop.is_set():
                         try:
-                            data, t_adc = q.get(timeout=1.0)
+                            item = q.get(timeout=1.0)
                         except queue.Empty:
-                            if not stream.active:
-                                raise RuntimeError("input stream stopped delivering audio")
+                            item = None if not stream.active else ()
+                        if item is None:
+                            raise RuntimeError("the input stream ended (device gone?)")
+                        if not item:
                             continue
+                        data, t_adc = item
                         capture.update(t_adc, len(data))
                         pending = np.concatenate([pending, rs(data)])
                         while len(pending) >= self.block:
@@ -242,6 +252,9 @@ class MicStage(Stage):
                             pending = pending[self.block:]
                             n_out += self.block
             except Exception as e:
+                if self._stop.is_set():
+                    break
+                failed = True
                 self.device_errors += 1
                 self.report_error(f"microphone failed ({e}); reopening in 1 s")
                 self._stop.wait(1.0)
@@ -272,7 +285,8 @@ class MicStage(Stage):
             self._thread = None
 
     def extra_stats(self) -> dict:
-        return {"samples_sent": self.pos, "device_errors": self.device_errors, "echo_blocks": self.echo_blocks,
+        return {"samples_sent": self.pos, "device_errors": self.device_errors, "reopened": self.reopened,
+                "echo_blocks": self.echo_blocks,
                 "callback_late_ms": self._stream_time.callback_late_ms() if self._stream_time else {},
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
                 "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}

@@ -90,9 +90,13 @@ class DeviceSink:
 
     STALL_S = 0.5  # no callback for this long on a started stream: the device is gone
 
-    def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_block, on_error) -> None:
+    def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_block, on_error,
+                 latency_s: float = 0.0) -> None:
         self.device, self.buf, self.on_block, self.on_error = device, buf, on_block, on_error
         self.block, self.rate = block, rate
+        # what is already in the device's buffer still plays after a pause: asked small (20 ms;
+        # PulseAudio's "low" is 40 ms: 20 ms later silence on every barge-in, no xruns measured either way)
+        self.latency_s = latency_s
         self.samples_written = 0
         self.status_errors = 0
         self.reopened = 0
@@ -108,7 +112,7 @@ class DeviceSink:
 
         sd = import_sounddevice()
         stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="int16", blocksize=self.block,
-                                 device=self.device or None, latency="low", callback=self._callback)
+                                 device=self.device or None, latency=self.latency_s or "low", callback=self._callback)
         self.latency = float(stream.latency)
         self._stream_clock = StreamClock(self.rate)  # a new stream counts its samples anew
         self._last_cb = time.monotonic()
@@ -202,7 +206,7 @@ class PlayerStage(Stage):
         block = max(1, self.rate * self.cfg.audio.output_block_ms // 1000)
         self._open_clock()
         self.sink = DeviceSink(self.cfg.audio.output_device, self.rate, block, self.buf, self._on_block,
-                               self._on_device_error)
+                               self._on_device_error, self.cfg.audio.output_latency_ms / 1000)
         return self.rate
 
     def close(self) -> dict:

@@ -53,6 +53,7 @@ class VADStage(Stage):
         self.strict_windows = 0
         self._echo_guard = 0.0
         self._raw_rms = -1.0
+        self._echo_settled = False
         self.residual_gated = 0
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=4)  # (prob, level, guard): why an onset
 
@@ -85,6 +86,7 @@ class VADStage(Stage):
         # kept gating the user's first words after the pause and blurred their transcript.)
         self._echo_guard = frame.echo_guard
         self._raw_rms = frame.raw_rms  # (mic blocks are one window long)
+        self._echo_settled = frame.echo_settled
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
@@ -98,7 +100,7 @@ class VADStage(Stage):
 
     def _window(self, block: InputAudioFrame) -> None:
         t = block.stream_pos / 16000
-        strict, onset = None, 1
+        strict, onset, uncertain = None, 1, False
         prob = self.speech_prob(block.pcm)
         level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
         if self._raw_rms >= 0:  # a converging canceller may add echo: count only what the mic had
@@ -107,11 +109,13 @@ class VADStage(Stage):
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
-            strict, onset = self.cfg.echo.vad_threshold, 2  # one window of a cold canceller's leak: no pause
+            # one window of a cold canceller's leak must not pause the reply; a converged one's can't
+            strict, onset = self.cfg.echo.vad_threshold, 1 if self._echo_settled else 2
             if not self.endpointer.in_speech and level < self._echo_guard:
+                uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo
                 self.residual_gated += 1
-        ev = self.endpointer.update(prob, t, strict, onset)
+        ev = self.endpointer.update(prob, t, strict, onset, uncertain)
         if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on
             self.event("user_speech_onset" if ev.kind == "onset" else "user_speech_onset_rejected",
                        audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time,

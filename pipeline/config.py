@@ -43,7 +43,8 @@ class RayConfig:
 class AudioConfig:
     input_rate: int = 16000  # VAD/STT rate; mic audio is resampled to it
     input_block_ms: int = 32  # one Silero window at 16 kHz
-    output_block_ms: int = 20
+    output_block_ms: int = 10  # a pause takes effect at the next block
+    output_latency_ms: int = 20  # asked of the output device (0: PortAudio's "low", 40 ms on PulseAudio)
     input_device: str = ""  # "" = system default
     output_device: str = ""
     output_rate: int = 0  # 0 = the TTS model's rate
@@ -190,6 +191,7 @@ class Config:
         need(self.audio.input_rate == 16000, "audio.input_rate", "Silero VAD and Whisper need 16000")
         need(self.audio.input_block_ms in (32,), "audio.input_block_ms", "must be 32 (one Silero window at 16 kHz)")
         need(5 <= self.audio.output_block_ms <= 200, "audio.output_block_ms", "must be 5..200")
+        need(0 <= self.audio.output_latency_ms <= 500, "audio.output_latency_ms", "must be 0..500")
         need(self.audio.output_rate >= 0, "audio.output_rate", "must be >= 0")
         need(0.0 < self.vad.threshold < 1.0, "vad.threshold", "must be in (0, 1)")
         need(0.0 < self.vad.neg_threshold <= self.vad.threshold, "vad.neg_threshold", "must be in (0, vad.threshold]")

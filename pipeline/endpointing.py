@@ -20,43 +20,58 @@ class SpeechEvent:
 
 class Endpointer:
     def __init__(self, window_s: float = 0.032, threshold: float = 0.5, neg_threshold: float = 0.35,
-                 min_speech_s: float = 0.096, endpoint_silence_s: float = 0.5, pause_s: float = 0.0) -> None:
+                 min_speech_s: float = 0.096, endpoint_silence_s: float = 0.5, pause_s: float = 0.0,
+                 onset_gap_s: float = 0.064) -> None:
         self.window_s = window_s
         self.threshold = threshold
         self.neg_threshold = neg_threshold
         self.min_speech_windows = max(1, round(min_speech_s / window_s))
         self.endpoint_windows = max(1, round(endpoint_silence_s / window_s))
         self.pause_windows = max(1, round(pause_s / window_s)) if pause_s > 0 else 0
+        # a starting run survives this much non-speech: under the engine's echo the guard gates the
+        # user's quieter windows, and a run broken at the first one resumed the paused reply only
+        # for the next window to pause it again (a stutter, and the stop came 0.3-0.5 s late)
+        self.onset_gap_windows = max(0, round(onset_gap_s / window_s))
         self.in_speech = False
-        self._run = 0  # consecutive windows voting for the other state
+        self._run = 0  # windows voting for the other state (consecutive, but for onset gaps)
+        self._gap = 0  # non-speech windows since the starting run's last speech window
         self._run_start = 0.0
 
     def reset(self) -> None:
         self.in_speech = False
-        self._run = 0
+        self._run = self._gap = 0
 
     def update(self, prob: float, t: float, start_threshold: float | None = None,
-               onset_windows: int = 1) -> SpeechEvent | None:
+               onset_windows: int = 1, uncertain: bool = False) -> SpeechEvent | None:
         """Feed the probability of the window starting at stream time ``t``.
 
         ``start_threshold`` replaces ``threshold`` for starting speech, and the
         onset needs ``onset_windows`` windows (stricter while the engine's own
-        voice may be in the mic).
+        voice may be in the mic). ``uncertain``: the window can not be told from
+        the engine's echo (speech-like, but no louder than the echo could be); it
+        neither adds to a starting run nor breaks it: a reply paused by an onset
+        still echoes for up to 150 ms, and the user's words under that echo must
+        not retract the onset (which resumed the reply, only to pause it again).
         """
         end = t + self.window_s
+        if not self.in_speech and uncertain:
+            return None
         if not self.in_speech:
             if prob >= (self.threshold if start_threshold is None else start_threshold):
                 if self._run == 0:
                     self._run_start = t
                 self._run += 1
+                self._gap = 0
                 if self._run >= self.min_speech_windows:
                     self.in_speech, self._run = True, 0
                     return SpeechEvent("start", self._run_start, end)
                 if self._run == onset_windows:  # barge-in pauses the reply on this, before speech is certain
                     return SpeechEvent("onset", t, end)
             elif self._run:
-                self._run = 0
-                return SpeechEvent("reject", self._run_start, end)
+                self._gap += 1
+                if self._gap > self.onset_gap_windows:
+                    self._run = self._gap = 0
+                    return SpeechEvent("reject", self._run_start, end)
             return None
         if prob < self.neg_threshold:
             if self._run == 0:

@@ -77,13 +77,13 @@ def test_endpoint_one_window_short_does_not_stop():
 def test_short_blip_below_min_speech_does_not_start():
     ep = make()
     assert feed(ep, [SILENCE] * 5 + [SPEECH] * 2 + [SILENCE] * 5) == []
-    # a speech run broken by a non-speech window starts over (no hysteresis before speech)
-    assert feed(ep, [SPEECH, SPEECH, MIDDLE, SPEECH, SPEECH, SILENCE], first=20) == []
+    # a speech run broken by more than onset_gap_s (two windows) of non-speech starts over
+    assert feed(ep, [SPEECH, SPEECH, MIDDLE, SILENCE, MIDDLE, SPEECH, SILENCE, SILENCE, SILENCE], first=20) == []
     assert not ep.in_speech
     # three in a row do start, dated to the first of the three
-    events = feed(ep, [SPEECH] * 3, first=26)
+    events = feed(ep, [SPEECH] * 3, first=30)
     assert kinds(events) == ["start"]
-    assert events[0][1].audio_time == pytest.approx(26 * W)
+    assert events[0][1].audio_time == pytest.approx(30 * W)
 
 
 def test_short_pause_emits_one_pause_and_no_stop():
@@ -164,7 +164,8 @@ def test_reset_returns_to_silence():
 def test_onset_comes_at_the_first_speech_window_and_a_blip_is_rejected():
     ep = make()
     events = feed(ep, [SILENCE] * 5 + [SPEECH] * 2 + [SILENCE] * 3 + [SPEECH] * 4, onsets=True)
-    assert [(i, e.kind) for i, e in events] == [(5, "onset"), (7, "reject"), (10, "onset"), (12, "start")]
+    # rejected once the gap outlasts onset_gap_s (two windows)
+    assert [(i, e.kind) for i, e in events] == [(5, "onset"), (9, "reject"), (10, "onset"), (12, "start")]
     assert events[0][1].audio_time == pytest.approx(5 * W)
     assert events[0][1].detected_at == pytest.approx(6 * W)  # known as soon as the window is in
 
@@ -173,3 +174,25 @@ def test_a_stricter_start_threshold_while_the_engine_talks():
     ep = make()
     assert feed(ep, [0.7] * 10, onsets=True, start_threshold=0.85) == []
     assert kinds(feed(ep, [0.9] * 3, first=10, onsets=True, start_threshold=0.85)) == ["onset", "start"]
+
+
+def test_a_starting_run_survives_a_short_gap():
+    """Under echo the guard gates the user's quieter windows: a gap of up to two windows does not
+    retract the onset (which would resume the paused reply for a moment), and speech goes on to start."""
+    ep = make()
+    events = feed(ep, [SILENCE] * 5 + [SPEECH] + [SILENCE] * 2 + [SPEECH] * 2, onsets=True)
+    assert [(i, e.kind) for i, e in events] == [(5, "onset"), (9, "start")]
+    assert events[1][1].audio_time == pytest.approx(5 * W)  # back-dated to the first speech window
+    assert make(onset_gap_s=0.0).onset_gap_windows == 0
+
+
+def test_windows_that_may_be_echo_neither_start_nor_retract_speech():
+    ep = make()
+    # alone, uncertain windows start nothing
+    assert [ep.update(SPEECH, i * W, uncertain=True) for i in range(10)] == [None] * 10
+    # after an onset they hold the run: the onset is not retracted, and speech then starts
+    assert ep.update(SPEECH, 10 * W).kind == "onset"
+    assert [ep.update(SPEECH, i * W, uncertain=True) for i in range(11, 17)] == [None] * 6
+    assert ep.update(SPEECH, 17 * W) is None
+    ev = ep.update(SPEECH, 18 * W)
+    assert ev.kind == "start" and ev.audio_time == pytest.approx(10 * W)
