@@ -31,6 +31,10 @@ from pipeline.stream_time import StreamClock, StreamTime
 
 RATE = 16000
 ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
+# after the reference jumped (the output's latency stepped: on PulseAudio whenever another
+# client connects to the sink), AEC3 re-finds the echo for about a second and leaks meanwhile:
+# the guard treats it as converging again for this long
+RESETTLE_S = 2.0
 
 
 class MicStage(Stage):
@@ -46,6 +50,8 @@ class MicStage(Stage):
         self.reopened = 0
         self._clock: PlaybackClock | None = None
         self._cursor: ReferenceCursor | None = None
+        self._jumps_seen = 0
+        self._unsettled_until = 0.0
         self._clock_tried = 0.0
         self.aec = None
         self._new_echo_path()
@@ -55,6 +61,7 @@ class MicStage(Stage):
         self._delay_probe: deque = deque(maxlen=RATE * 8 // self.block)  # (mic, reference) blocks, for echo_delay()
         self.echo_blocks = 0
         self._stream_time: StreamTime | None = None
+        self._capture: StreamClock | None = None
 
     # ------------------------------------------------------------ echo path
     def _new_echo_path(self) -> None:
@@ -100,9 +107,12 @@ class MicStage(Stage):
         converging = True
         if self.aec is not None and not had_echo:  # an echo appeared (headphones -> speakers): cold again
             self.aec.reference_samples = 0
+        if self._cursor.jumps != self._jumps_seen:
+            self._jumps_seen = self._cursor.jumps
+            self._unsettled_until = t_cap + RESETTLE_S
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
-            converging = self.aec.stats.converging
+            converging = self.aec.stats.converging or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
         return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms, not converging
 
@@ -232,8 +242,8 @@ class MicStage(Stage):
                     if failed:
                         failed = False
                         self.reopened += 1
-                        self.event("device_reopened", device="input", name=info["name"])
-                    capture = StreamClock(rate)
+                        self.event("device_reopened", device="input", device_name=info["name"])
+                    capture = self._capture = StreamClock(rate)
                     pending, n_out = np.zeros(0, np.int16), 0
                     while not self._stop.is_set():
                         try:
@@ -288,6 +298,7 @@ class MicStage(Stage):
         return {"samples_sent": self.pos, "device_errors": self.device_errors, "reopened": self.reopened,
                 "echo_blocks": self.echo_blocks,
                 "callback_late_ms": self._stream_time.callback_late_ms() if self._stream_time else {},
+                "clock_steps": self._capture.steps if self._capture else 0,
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
                 "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
 

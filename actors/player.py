@@ -308,7 +308,8 @@ class PlayerStage(Stage):
         return {"samples_written": getattr(sink, "samples_written", 0), "rate": self.rate,
                 "device_errors": self.device_errors, "reopened": getattr(sink, "reopened", 0),
                 "output_latency_s": getattr(sink, "latency", 0.0),
-                "callback_late_ms": sink.stream_time.callback_late_ms() if isinstance(sink, DeviceSink) else {}, "clock": self.clock_name()}
+                "callback_late_ms": sink.stream_time.callback_late_ms() if isinstance(sink, DeviceSink) else {},
+                "clock_steps": sink._stream_clock.steps if isinstance(sink, DeviceSink) else 0, "clock": self.clock_name()}
 
     @ray.method(concurrency_group="control")
     def playback_position(self) -> tuple[int, int, bool]:

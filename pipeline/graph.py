@@ -59,6 +59,7 @@ class Engine:
         self.llm_server = None
         self.timings: dict[str, float] = {}
         self.avatar_status: dict[str, Any] = {}
+        self._errors_reported = 0  # talk() reports each engine error once, in the first talk after it
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Engine":
@@ -168,6 +169,7 @@ class Engine:
         t0 = info["t0"]
         deadline = time.monotonic() + timeout + info["duration"]
         snap: dict[str, Any] = {}
+        timed_out = False
         try:
             while time.monotonic() < deadline:
                 snap = self.snapshot()
@@ -184,7 +186,7 @@ class Engine:
                     break  # the whole input went by without speech
                 time.sleep(0.1)  # events carry their own timestamps: polling fast buys nothing
             else:
-                snap.setdefault("errors", []).append(f"turn did not finish within {timeout:.0f} s")
+                timed_out = True
         finally:
             ray.get(mic.stop.remote())
             ray.get(player.close.remote())
@@ -196,6 +198,10 @@ class Engine:
                 if capture_dir:
                     ray.get(avatar.capture.remote(None))
         res = _result(snap, t0)
+        res.errors = res.errors[self._errors_reported:]  # an earlier talk said those (an avatar that failed)
+        self._errors_reported += len(res.errors)
+        if timed_out:
+            res.errors.append(f"turn did not finish within {timeout:.0f} s")
         res.t0 = t0
         if track is not None:
             res.mouth_track = [[round(t - t0, 4), round(m, 4)] for t, m in track]
