@@ -17,6 +17,10 @@ those two recorded signals, not from the engine's own timestamps:
 
     .venv/bin/python benchmarks/barge_in.py --trials 20            # -> benchmarks/results/barge_in.json
     .venv/bin/python benchmarks/barge_in.py --trials 3 --quick     # a smoke run
+    .venv/bin/python benchmarks/barge_in.py --plot-only benchmarks/results/barge_in.json
+
+Writes barge_in.png beside the JSON when matplotlib can be imported: each
+trial's stop latency per condition, against the 150 ms target.
 """
 from __future__ import annotations
 
@@ -107,12 +111,45 @@ def settle(engine: Engine, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+CONDITIONS = ("headphones", "open_speaker_-6dB")
+
+
+def plot(result: dict, png: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no PNG"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, cond in enumerate(c for c in CONDITIONS if c in result):
+        stops = [t["stop_s"] * 1000 for t in result[cond]["trials"]
+                 if t.get("stop_s") is not None and t.get("speaker_on_at_onset")]
+        x = k + np.linspace(-0.15, 0.15, len(stops)) if len(stops) > 1 else [k] * len(stops)
+        ax.scatter(x, stops, s=18, label=f"{cond}: p50 {np.median(stops):.0f} ms, "
+                                         f"p95 {np.percentile(stops, 95):.0f} ms (n={len(stops)})" if stops else cond)
+    ax.axhline(150, color="red", lw=1, ls="--", label="target p95 150 ms")
+    ax.set_xticks(range(len([c for c in CONDITIONS if c in result])), [c for c in CONDITIONS if c in result])
+    ax.set_ylabel("user speech onset -> speaker silent (ms)")
+    ax.set_title("Barge-in stop latency on the virtual devices, from the recorded signals")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return str(png)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="fewer false-barge-in and echo runs")
     ap.add_argument("--out", default=str(RESULTS / "barge_in.json"))
+    ap.add_argument("--plot-only", metavar="JSON", help="redraw the PNG from a results file, run nothing")
     a = ap.parse_args()
+    if a.plot_only:
+        print(plot(json.loads(Path(a.plot_only).read_text()), Path(a.plot_only).with_suffix(".png")))
+        return 0
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="kokoro-bargein-"))
     question = espeak("Tell me a story.", tmp / "q.wav")
@@ -185,8 +222,9 @@ def main() -> int:
             engine.shutdown()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
+    print(plot(result, Path(a.out).with_suffix(".png")))
     print(json.dumps({k: v for k, v in result.items() if k not in ("headphones", "open_speaker_-6dB")}, indent=1))
-    for cond in ("headphones", "open_speaker_-6dB"):
+    for cond in CONDITIONS:
         if cond in result:
             r = result[cond]
             print(cond, "stop", r["stop_latency_s"], "answer v2v", r["answer_voice_to_voice_s"], "missed", r["missed"],
