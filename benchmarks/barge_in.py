@@ -188,6 +188,8 @@ def main() -> int:
                     "answer_voice_to_voice_s": {"p50": pct(answer, 50), "p95": pct(answer, 95), "n": len(answer),
                                                 "what": "cut-in speech end -> the answer's first sound"},
                     "missed": sum(1 for t in trials if t.get("stop_s") is None),
+                    # paused, then resumed: the user's words were taken for noise (an empty transcript)
+                    "barge_in_lost": sum(1 for t in trials if t["turn_states"][:1] == ["speaking"]),
                     "in_a_gap": sum(1 for t in trials if not t.get("speaker_on_at_onset", True)), "trials": trials}
                 # false barge-in: short hums over the reply must not cut it
                 n_false = 3 if a.quick else 10
