@@ -159,7 +159,8 @@ def test_a_broken_model_is_one_error_and_the_talk_still_works(ray_session, xvfb,
         res = e.talk(str(speech("How are you today?", pad_s=(0.5, 0.2))), str(tmp_path / "reply.wav"))
         time.sleep(0.1)  # the reply's last block is heard up to two blocks after its end event
         state = e.avatar_state()
-        again = e.talk(str(speech("And tomorrow?", name="again", pad_s=(0.5, 0.2))), str(tmp_path / "again.wav"))
+        again = e.talk(str(speech("And tomorrow?", name="again", pad_s=(0.5, 0.2))),
+                       str(tmp_path / "again_reply.wav"))
     assert len(res.errors) == 1 and res.errors[0].startswith("avatar disabled: ") \
         and "crashed loading it" in res.errors[0], res.errors
     assert again.errors == [] and again.state == "done"  # said once, not again in every later talk
