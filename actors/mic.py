@@ -80,12 +80,12 @@ class MicStage(Stage):
             self._cursor = None if self._clock is None else ReferenceCursor(self._clock)
         return self._clock
 
-    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float, bool]:
+    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float]:
         """(the block with the engine's own voice cancelled, the echo guard level for the VAD,
-        the block's RMS before cancellation, whether the canceller has converged)."""
+        the block's RMS before cancellation)."""
         clock = self._playback()
         if clock is None:
-            return pcm, 0.0, -1.0, False
+            return pcm, 0.0, -1.0
         e = self.cfg.echo
         if self.simulate_echo:  # the output leaks back into the mic, as from open speakers
             leak = clock.reference(t_cap - e.simulate_delay_ms / 1000, len(pcm)).astype(np.float32)
@@ -99,7 +99,7 @@ class MicStage(Stage):
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
-            return pcm, 0.0, raw_rms, False  # no echo path (headphones): nothing of the engine's voice to guard against
+            return pcm, 0.0, raw_rms  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
@@ -114,7 +114,7 @@ class MicStage(Stage):
             pcm = self.aec.process(pcm, ref)
             converging = self.aec.stats.converging or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
-        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms, not converging
+        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge
@@ -139,9 +139,9 @@ class MicStage(Stage):
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        pcm, guard, raw_rms, settled = self._echo_path(pcm, capture_time)
+        pcm, guard, raw_rms = self._echo_path(pcm, capture_time)
         self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
-                                         echo_guard=guard, raw_rms=raw_rms, echo_settled=settled))
+                                         echo_guard=guard, raw_rms=raw_rms))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file

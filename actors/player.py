@@ -203,7 +203,8 @@ class PlayerStage(Stage):
     def open_device(self, rate: int) -> int:
         self.close()
         self.rate = self.cfg.audio.output_rate or rate
-        block = max(1, self.rate * self.cfg.audio.output_block_ms // 1000)
+        a = self.cfg.audio
+        block = max(1, self.rate * (a.output_latency_ms // 2 or a.output_block_ms) // 1000)
         self._open_clock()
         self.sink = DeviceSink(self.cfg.audio.output_device, self.rate, block, self.buf, self._on_block,
                                self._on_device_error, self.cfg.audio.output_latency_ms / 1000)

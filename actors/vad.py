@@ -53,7 +53,6 @@ class VADStage(Stage):
         self.strict_windows = 0
         self._echo_guard = 0.0
         self._raw_rms = -1.0
-        self._echo_settled = False
         self.residual_gated = 0
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=4)  # (prob, level, guard): why an onset
 
@@ -86,7 +85,6 @@ class VADStage(Stage):
         # kept gating the user's first words after the pause and blurred their transcript.)
         self._echo_guard = frame.echo_guard
         self._raw_rms = frame.raw_rms  # (mic blocks are one window long)
-        self._echo_settled = frame.echo_settled
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
@@ -109,8 +107,9 @@ class VADStage(Stage):
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
-            # one window of a cold canceller's leak must not pause the reply; a converged one's can't
-            strict, onset = self.cfg.echo.vad_threshold, 1 if self._echo_settled else 2
+            # one window of the canceller's leak must not pause the reply: not while it converges,
+            # and (one pause in a long file-mode reply with one window allowed) not after either
+            strict, onset = self.cfg.echo.vad_threshold, 2
             if not self.endpointer.in_speech and level < self._echo_guard:
                 uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo
@@ -126,7 +125,7 @@ class VADStage(Stage):
             start = UserStartedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance)
             self.emit("stt", start)
             # pre-roll: the windows before detection hold the onset of the speech
-            for f in self._lead_in():
+            for f in self._lead_in(ev.audio_time):
                 self.emit("stt", f)
             self.before.clear()
             self.event("user_speech_started", utterance=self.utterance, audio_time=ev.audio_time,
@@ -145,11 +144,15 @@ class VADStage(Stage):
             self.event("user_speech_stopped", utterance=self.utterance, audio_time=ev.audio_time,
                        detect_lag=ev.detected_at - ev.audio_time)
 
-    def _lead_in(self) -> list[InputAudioFrame]:
-        """The windows to send before a speech start: the speech-like run just before it
-        (probability at least ``neg_threshold``), and the pre-roll before that."""
+    def _lead_in(self, run_start: float) -> list[InputAudioFrame]:
+        """The windows to send before a speech start: the starting run itself (from ``run_start``,
+        its windows gated as possible echo included: leaving them out cut "What is the weather"
+        to "a manner"), the speech-like run before it (probability at least ``neg_threshold``),
+        and the pre-roll before that."""
         items = list(self.before)
         i = len(items)
+        while i > 0 and items[i - 1][0].stream_pos / 16000 >= run_start - 1e-6:
+            i -= 1
         while i > 0 and items[i - 1][1] >= self.cfg.vad.neg_threshold:
             i -= 1
         return [f for f, _ in items[max(0, i - self.pre_roll_windows):]]

@@ -43,8 +43,12 @@ class RayConfig:
 class AudioConfig:
     input_rate: int = 16000  # VAD/STT rate; mic audio is resampled to it
     input_block_ms: int = 32  # one Silero window at 16 kHz
-    output_block_ms: int = 10  # a pause takes effect at the next block
-    output_latency_ms: int = 20  # asked of the output device (0: PortAudio's "low", 40 ms on PulseAudio)
+    # the WAV sink's block: it writes one block ahead, and the mic's echo canceller needs the
+    # reference of a whole 32 ms mic block by then (10 ms blocks left its tail unwritten)
+    output_block_ms: int = 20
+    # asked of the output device, in blocks of half of it (a pause takes effect at the next
+    # block); 0: PortAudio's "low" (40 ms on PulseAudio) in blocks of output_block_ms
+    output_latency_ms: int = 20
     input_device: str = ""  # "" = system default
     output_device: str = ""
     output_rate: int = 0  # 0 = the TTS model's rate

@@ -76,10 +76,6 @@ class InputAudioFrame(AudioFrame):
     # still converging can *add* a misestimated echo (measured: residual 4x the echo it
     # was given), so the guard compares the quieter of the two: what it can not have added
     raw_rms: float = -1.0
-    # the canceller has converged: its residual never scored near speech (Silero <= 0.31), so
-    # one speech-like window above the guard may pause the reply; while it converges its leak
-    # can, so two in a row are needed then (which costs the user 32 ms)
-    echo_settled: bool = False
 
     input_side: ClassVar[bool] = True
 
