@@ -122,15 +122,16 @@ def plot(result: dict, png: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG"
+    conds = [c for c in CONDITIONS if c in result]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for k, cond in enumerate(c for c in CONDITIONS if c in result):
+    for k, cond in enumerate(conds):
         stops = [t["stop_s"] * 1000 for t in result[cond]["trials"]
                  if t.get("stop_s") is not None and t.get("speaker_on_at_onset")]
         x = k + np.linspace(-0.15, 0.15, len(stops)) if len(stops) > 1 else [k] * len(stops)
         ax.scatter(x, stops, s=18, label=f"{cond}: p50 {np.median(stops):.0f} ms, "
                                          f"p95 {np.percentile(stops, 95):.0f} ms (n={len(stops)})" if stops else cond)
     ax.axhline(150, color="red", lw=1, ls="--", label="target p95 150 ms")
-    ax.set_xticks(range(len([c for c in CONDITIONS if c in result])), [c for c in CONDITIONS if c in result])
+    ax.set_xticks(range(len(conds)), conds)
     ax.set_ylabel("user speech onset -> speaker silent (ms)")
     ax.set_title("Barge-in stop latency on the virtual devices, from the recorded signals")
     ax.legend(fontsize=8)
