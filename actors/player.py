@@ -48,6 +48,10 @@ class WavSink:
     def _run(self) -> None:
         period = self.block / self.rate
         next_t = time.monotonic()
+        # blocks are stamped on their schedule, not by the wall time the thread woke at: a file has
+        # no jitter of its own, and the echo canceller's reference cursor jumps (and counts the
+        # canceller as converging again) whenever the stamps move by 2 ms, as a late wake-up did
+        wall = time.time() - next_t
         while not self._stop.is_set():
             if self.realtime:
                 next_t += period
@@ -61,7 +65,7 @@ class WavSink:
                     continue
             # heard one block after it is handed over, as from a device's buffer: the
             # playback clock then knows a block ahead what is heard, as with a device
-            t_block = time.time() + (period if self.realtime else 0.0)
+            t_block = wall + next_t + period if self.realtime else time.time()
             pcm, events = self.buf.read(self.block)
             self._started = self._started or any(e.kind == "response_start" for e in events)
             base = None

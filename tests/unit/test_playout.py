@@ -152,3 +152,21 @@ def test_cancel_style_drop_of_a_single_response():
     pcm, events = buf.read(30)
     assert list(pcm[:20]) == [1] * 10 + [3] * 10
     assert [e.response_id for e in events if e.kind == "response_start"] == [1, 3]
+
+
+def test_wav_sink_stamps_blocks_on_their_schedule_not_when_its_thread_woke(tmp_path):
+    # a late wake-up must not move the stamps: the echo canceller's reference cursor jumps when
+    # they move by 2 ms, and counts the canceller as converging again each time
+    import time
+
+    from actors.player import WavSink
+
+    stamps = []
+    buf = PlayoutBuffer()
+    sink = WavSink(str(tmp_path / "out.wav"), 24000, 240, True, buf,
+                   lambda pcm, events, t, base: (stamps.append(t), time.sleep(0.004 * (len(stamps) % 3))))
+    time.sleep(0.4)
+    sink.close()
+    steps = np.diff(stamps)
+    assert len(steps) > 10
+    np.testing.assert_allclose(steps, 0.01, atol=1e-6)
