@@ -26,7 +26,7 @@ from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler, load_audio
 from pipeline.echo_path import EchoPath
 from pipeline.frames import Frame, FrameError, InputAudioFrame
-from pipeline.playback_clock import PlaybackClock, ReferenceCursor, segment_name
+from pipeline.playback_clock import REF_RATE, PlaybackClock, ReferenceCursor, segment_name
 from pipeline.stream_time import StreamClock, StreamTime
 
 RATE = 16000
@@ -50,6 +50,11 @@ class MicStage(Stage):
         self.reopened = 0
         self._clock: PlaybackClock | None = None
         self._cursor: ReferenceCursor | None = None
+        # how far (16 kHz samples) the reference may be off the player's stamps before it is moved:
+        # a device's stamps jitter (2 ms); a file's are exact, and a new WAV sink per talk restarts
+        # them: with 2 ms allowed the reference kept up to 32 samples of the last talk's offset,
+        # the canceller re-found that shift unguarded and leaked (onset pauses early in a reply)
+        self._ref_tolerance = REF_RATE * 2 // 1000
         self._jumps_seen = 0
         self._unsettled_until = 0.0
         self._clock_tried = 0.0
@@ -77,15 +82,19 @@ class MicStage(Stage):
         if self._clock is None and time.monotonic() - self._clock_tried > 1.0:
             self._clock_tried = time.monotonic()
             self._clock = PlaybackClock.attach(segment_name(self.cfg.engine.run_id or "", self.session_id))
-            self._cursor = None if self._clock is None else ReferenceCursor(self._clock)
+            self._cursor = None if self._clock is None else ReferenceCursor(self._clock, self._ref_tolerance)
         return self._clock
 
-    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, float, float]:
-        """(the block with the engine's own voice cancelled, the echo guard level for the VAD,
-        the block's RMS before cancellation)."""
+    def _set_ref_tolerance(self, samples: int) -> None:
+        self._ref_tolerance = samples
+        if self._cursor is not None:
+            self._cursor.tolerance = samples
+
+    def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, dict]:
+        """(the block with the engine's own voice cancelled, the InputAudioFrame's echo fields)."""
         clock = self._playback()
         if clock is None:
-            return pcm, 0.0, -1.0
+            return pcm, {}
         e = self.cfg.echo
         if self.simulate_echo:  # the output leaks back into the mic, as from open speakers
             leak = clock.reference(t_cap - e.simulate_delay_ms / 1000, len(pcm)).astype(np.float32)
@@ -99,7 +108,7 @@ class MicStage(Stage):
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
-            return pcm, 0.0, raw_rms  # no echo path (headphones): nothing of the engine's voice to guard against
+            return pcm, {"raw_rms": raw_rms}  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
@@ -110,11 +119,13 @@ class MicStage(Stage):
         if self._cursor.jumps != self._jumps_seen:
             self._jumps_seen = self._cursor.jumps
             self._unsettled_until = t_cap + RESETTLE_S
+        raw = pcm
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
             converging = self.aec.stats.converging or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
-        return pcm, echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20), raw_rms
+        guard = echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20)
+        return pcm, {"echo_guard": guard, "raw_rms": raw_rms, "echo_level": echo, "raw_pcm": raw if echo > 0 else None}
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge
@@ -139,9 +150,9 @@ class MicStage(Stage):
         raise FrameError("mic is a source; it takes no frames")
 
     def _emit_block(self, pcm: np.ndarray, capture_time: float) -> None:
-        pcm, guard, raw_rms = self._echo_path(pcm, capture_time)
+        pcm, echo = self._echo_path(pcm, capture_time)
         self.emit("vad", InputAudioFrame(pcm=pcm, sample_rate=RATE, capture_time=capture_time, stream_pos=self.pos,
-                                         echo_guard=guard, raw_rms=raw_rms))
+                                         **echo))
         self.pos += len(pcm)
 
     # ------------------------------------------------------------ file
@@ -169,6 +180,7 @@ class MicStage(Stage):
         if path != self._path_key or not self.simulate_echo:
             self._new_echo_path()
         self._path_key = path
+        self._set_ref_tolerance(1)  # (rounding: the mic's and the sink's times are not on one grid)
         self._stop.clear()
         self.done = False
         self.pos = 0  # stream positions are file positions: the clock of the talk's events
@@ -210,6 +222,7 @@ class MicStage(Stage):
 
         info, _ = check_devices(self.cfg.audio.input_device, self.cfg.audio.output_device)
         self.stop()
+        self._set_ref_tolerance(REF_RATE * 2 // 1000)
         self._stop.clear()
         self._thread = threading.Thread(target=self._feed_device, daemon=True)
         self._thread.start()

@@ -31,6 +31,10 @@ class VADStage(Stage):
 
         v = self.cfg.vad
         self.silero = load_silero()
+        # a second Silero on the mic before echo cancellation, while the engine's voice may be in
+        # it: AEC3 suppresses the first 60-100 ms of a user talking over the echo
+        self.silero_raw = load_silero()
+        self._raw_warm = False
         self.gate_vad = webrtcvad.Vad(v.webrtc_aggressiveness) if v.webrtc_gate else None
         self.endpointer = Endpointer(WINDOW / 16000, v.threshold, v.neg_threshold,
                                      v.min_speech_ms / 1000, v.endpoint_silence_ms / 1000,
@@ -42,6 +46,7 @@ class VADStage(Stage):
         # Silero's raw score: a cold canceller's residual scores high and would be transcribed
         self.before: deque[tuple[InputAudioFrame, float]] = deque(maxlen=self.pre_roll_windows + MAX_LATE_WINDOWS)
         self._buf = np.zeros(0, np.int16)
+        self._raw_buf = np.zeros(0, np.int16)  # the same samples before echo cancellation
         self._buf_pos = 0
         self._buf_capture = 0.0
         self.utterance = 0
@@ -52,13 +57,17 @@ class VADStage(Stage):
         self._echo_hold = max(1, 400 // 32)  # the room's echo tail outlasts the playback a little
         self.strict_windows = 0
         self._echo_guard = 0.0
+        self._echo_level = 0.0
         self._raw_rms = -1.0
         self.residual_gated = 0
-        self._recent: deque[tuple[float, float, float]] = deque(maxlen=4)  # (prob, level, guard): why an onset
+        self.talk_over_windows = 0
+        # (prob, level, guard, talk-over prob): why an onset
+        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=4)
 
     def extra_stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
-                "strict_windows": self.strict_windows, "residual_gated": self.residual_gated}
+                "strict_windows": self.strict_windows, "residual_gated": self.residual_gated,
+                "talk_over_windows": self.talk_over_windows}
 
     def speech_prob(self, pcm: np.ndarray) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
@@ -83,27 +92,44 @@ class VADStage(Stage):
         # echo's delay): a paused reply stops guarding once its echo has passed, while the strict
         # threshold holds a little longer for the room's tail. (A guard held at its last value
         # kept gating the user's first words after the pause and blurred their transcript.)
-        self._echo_guard = frame.echo_guard
+        self._echo_guard, self._echo_level = frame.echo_guard, frame.echo_level
         self._raw_rms = frame.raw_rms  # (mic blocks are one window long)
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
+        self._raw_buf = np.concatenate([self._raw_buf, frame.pcm if frame.raw_pcm is None else frame.raw_pcm])
         while len(self._buf) >= WINDOW:
             win, self._buf = self._buf[:WINDOW], self._buf[WINDOW:]
+            raw, self._raw_buf = self._raw_buf[:WINDOW], self._raw_buf[WINDOW:]
             block = InputAudioFrame(pcm=win, sample_rate=16000, stream_pos=self._buf_pos,
                                     capture_time=self._buf_capture)
             self._buf_pos += WINDOW
             self._buf_capture += WINDOW / 16000
-            self._window(block)
+            self._window(block, raw)
 
-    def _window(self, block: InputAudioFrame) -> None:
+    def _talk_over(self, raw: np.ndarray) -> float:
+        """Silero's probability for the window before echo cancellation if it is louder than
+        the engine's echo can be (the user talking over it), else 0."""
+        if self._echo_level <= 0:
+            self._raw_warm = False
+            return 0.0
+        if not self._raw_warm:  # its recurrent state is from another stretch of echo
+            self.silero_raw.reset_states()
+            self._raw_warm = True
+        prob = float(self.silero_raw(to_float32(raw), 16000)[0][0])
+        level = float(np.sqrt(np.mean(raw.astype(np.float32) ** 2)))
+        return prob if level >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
+
+    def _window(self, block: InputAudioFrame, raw: np.ndarray) -> None:
         t = block.stream_pos / 16000
         strict, onset, uncertain = None, 1, False
         prob = self.speech_prob(block.pcm)
+        talk_over = self._talk_over(raw)
         level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
         if self._raw_rms >= 0:  # a converging canceller may add echo: count only what the mic had
             level = min(level, self._raw_rms)
-        self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1)))
+        self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1),
+                             round(talk_over, 3)))
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
@@ -114,6 +140,9 @@ class VADStage(Stage):
                 uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo
                 self.residual_gated += 1
+            if talk_over >= strict:  # the user over the echo, before the canceller's double-talk suppression
+                prob, uncertain = max(prob, talk_over), False
+                self.talk_over_windows += 1
         ev = self.endpointer.update(prob, t, strict, onset, uncertain)
         if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on
             self.event("user_speech_onset" if ev.kind == "onset" else "user_speech_onset_rejected",

@@ -76,8 +76,21 @@ class InputAudioFrame(AudioFrame):
     # still converging can *add* a misestimated echo (measured: residual 4x the echo it
     # was given), so the guard compares the quieter of the two: what it can not have added
     raw_rms: float = -1.0
+    # while the engine's voice may be in the mic: that voice's level as it reaches the mic (RMS,
+    # an upper bound: the loudest playback of the echo's reach times the measured coupling),
+    # and this audio before cancellation. AEC3 suppresses the first 60-100 ms of a user talking
+    # over the echo (double-talk onset); before cancellation, speech louder than the echo can be
+    # is the user, heard that much sooner
+    echo_level: float = 0.0
+    raw_pcm: np.ndarray | None = None
 
     input_side: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raw_pcm is not None and (not isinstance(self.raw_pcm, np.ndarray) or self.raw_pcm.dtype != np.int16
+                                         or self.raw_pcm.shape != self.pcm.shape):
+            raise FrameError(f"{self.kind}.raw_pcm must be int16 and shaped like pcm {self.pcm.shape}")
 
 
 @dataclass(kw_only=True)

@@ -125,3 +125,55 @@ def test_a_synthesis_in_flight_can_be_aborted(test_config):
     # the session stays usable
     audio, _ = tts.create("Still here.", voice=test_config.tts.voice, lang=test_config.tts.lang)
     assert len(audio) > 0
+
+
+def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float) -> list[InputAudioFrame]:
+    """Mic frames as the mic stage makes them under open-speaker echo: ``raw_pcm`` holds the echo
+    (the engine's voice at -6 dB) plus the user, ``pcm`` what AEC3 leaves: the user only, with
+    their first ``suppressed_s`` muted (its double-talk onset). ``echo_level`` is the mic stage's
+    bound: the loudest 20 ms of the echo over the last 150 ms."""
+    raw = (echo.astype(np.int32) + user).clip(-32768, 32767).astype(np.int16)
+    heard = np.flatnonzero(np.abs(user) > 300)
+    out = user.copy()
+    if len(heard):
+        out[heard[0]:heard[0] + int(suppressed_s * 16000)] = 0
+    e = echo.astype(np.float32)
+    rms20 = np.sqrt(np.convolve(e * e, np.ones(320) / 320, mode="same"))
+    frames = []
+    for i in range(0, len(raw) - 511, 512):
+        level = float(rms20[max(0, i - 2400):i + 512].max())
+        frames.append(InputAudioFrame(pcm=out[i:i + 512], sample_rate=16000, stream_pos=i, raw_pcm=raw[i:i + 512],
+                                      echo_level=level, echo_guard=level * 10 ** (-10 / 20)))
+    return frames
+
+
+def _reply_echo(speech, seconds: float) -> np.ndarray:
+    reply = load_audio(speech("Once upon a time there was a small red fox who lived by a quiet river, and every "
+                              "morning she walked down to the water.", name="reply"))
+    return (np.resize(reply, int(seconds * 16000)) * 0.5).astype(np.int16)  # -6 dB
+
+
+def test_vad_hears_the_user_over_the_echo_before_the_canceller_lets_them_through(speech, test_config):
+    # AEC3 mutes the first 60-100 ms of a user talking over the echo (measured 96-128 ms on the
+    # virtual devices): the onset comes from the mic before cancellation, inside that muted span
+    echo = _reply_echo(speech, 4.0)
+    words = load_audio(speech("What about the weather?", name="user", pad_s=(1.5, 0.5)))
+    user = np.zeros(len(echo), np.int16)
+    user[:min(len(words), len(user))] = words[:len(user)]
+    t_user = np.flatnonzero(np.abs(user) > 300)[0] / 16000
+    vad = RecordingVAD(test_config)
+    vad.setup()
+    for f in _echo_frames(echo, user, suppressed_s=0.128):
+        vad.push(f)
+    onsets = [d for n, d in vad.events if n == "user_speech_onset"]
+    assert onsets and t_user - 0.032 <= onsets[0]["audio_time"] < t_user + 0.128, (t_user, onsets)
+    assert vad.talk_over_windows > 0
+
+
+def test_vad_takes_the_echo_alone_for_no_one(speech, test_config):
+    vad = RecordingVAD(test_config)
+    vad.setup()
+    echo = _reply_echo(speech, 6.0)
+    for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0):
+        vad.push(f)
+    assert [n for n, _ in vad.events] == [] and vad.talk_over_windows == 0
