@@ -32,7 +32,7 @@ class VADStage(Stage):
         v = self.cfg.vad
         self.silero = load_silero()
         # a second Silero on the mic before echo cancellation, while the engine's voice may be in
-        # it: AEC3 suppresses the first 60-100 ms of a user talking over the echo
+        # it: AEC3 mutes the first ~100 ms (96-128 measured) of a user talking over the echo
         self.silero_raw = load_silero()
         self._raw_warm = False
         self.gate_vad = webrtcvad.Vad(v.webrtc_aggressiveness) if v.webrtc_gate else None

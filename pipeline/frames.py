@@ -78,9 +78,9 @@ class InputAudioFrame(AudioFrame):
     raw_rms: float = -1.0
     # while the engine's voice may be in the mic: that voice's level as it reaches the mic (RMS,
     # an upper bound: the loudest playback of the echo's reach times the measured coupling),
-    # and this audio before cancellation. AEC3 suppresses the first 60-100 ms of a user talking
-    # over the echo (double-talk onset); before cancellation, speech louder than the echo can be
-    # is the user, heard that much sooner
+    # and this audio before cancellation. AEC3 mutes the first ~100 ms (96-128 measured) of a
+    # user talking over the echo (its double-talk onset); before cancellation, speech louder
+    # than the echo can be is the user, heard that much sooner
     echo_level: float = 0.0
     raw_pcm: np.ndarray | None = None
 
