@@ -142,6 +142,7 @@ class VADStage(Stage):
                 self.residual_gated += 1
             if talk_over >= strict:  # the user over the echo, before the canceller's double-talk suppression
                 prob, uncertain = max(prob, talk_over), False
+                onset = 1  # louder than the echo can be: no leak of the canceller's (that takes two)
                 self.talk_over_windows += 1
         ev = self.endpointer.update(prob, t, strict, onset, uncertain)
         if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on

@@ -36,6 +36,7 @@ class Endpointer:
         self._run = 0  # windows voting for the other state (consecutive, but for onset gaps)
         self._gap = 0  # non-speech windows since the starting run's last speech window
         self._run_start = 0.0
+        self._onset_sent = False  # the starting run's onset (the windows asked for can change per window)
 
     def reset(self) -> None:
         self.in_speech = False
@@ -59,13 +60,14 @@ class Endpointer:
         if not self.in_speech:
             if prob >= (self.threshold if start_threshold is None else start_threshold):
                 if self._run == 0:
-                    self._run_start = t
+                    self._run_start, self._onset_sent = t, False
                 self._run += 1
                 self._gap = 0
                 if self._run >= self.min_speech_windows:
                     self.in_speech, self._run = True, 0
                     return SpeechEvent("start", self._run_start, end)
-                if self._run == onset_windows:  # barge-in pauses the reply on this, before speech is certain
+                if self._run >= onset_windows and not self._onset_sent:  # barge-in pauses the reply on
+                    self._onset_sent = True  # this, before speech is certain
                     return SpeechEvent("onset", t, end)
             elif self._run:
                 self._gap += 1

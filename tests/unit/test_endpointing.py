@@ -196,3 +196,15 @@ def test_windows_that_may_be_echo_neither_start_nor_retract_speech():
     assert ep.update(SPEECH, 17 * W) is None
     ev = ep.update(SPEECH, 18 * W)
     assert ev.kind == "start" and ev.audio_time == pytest.approx(10 * W)
+
+
+def test_onset_once_per_run_when_the_windows_it_needs_change_mid_run():
+    # under echo an onset needs two windows, one the VAD has checked against the echo's energy
+    # (the user talking over it) only one: a run whose second window is such comes at once
+    ep = make(min_speech_s=0.16)
+    assert ep.update(SPEECH, 0, onset_windows=2) is None
+    ev = ep.update(SPEECH, W, onset_windows=1)
+    assert ev.kind == "onset" and ev.audio_time == pytest.approx(W)
+    assert ep.update(SPEECH, 2 * W, onset_windows=1) is None  # not again in the same run
+    assert ep.update(SPEECH, 3 * W, onset_windows=2) is None
+    assert ep.update(SPEECH, 4 * W).kind == "start"
