@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from actors.base import Stage, stage_actor
-from pipeline.audio import Resampler, load_audio
+from pipeline.audio import Resampler, load_audio, rms
 from pipeline.echo_path import EchoPath
 from pipeline.frames import Frame, FrameError, InputAudioFrame
 from pipeline.playback_clock import REF_RATE, PlaybackClock, ReferenceCursor, segment_name
@@ -35,6 +35,13 @@ ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
 # client connects to the sink), AEC3 re-finds the echo for about a second and leaks meanwhile:
 # the guard treats it as converging again for this long
 RESETTLE_S = 2.0
+# how far (16 kHz samples) the canceller's reference may be off the player's stamps before it is
+# moved: a device's stamps jitter (2 ms); a file's are exact (the WAV sink stamps its schedule),
+# and a new WAV sink per talk restarts them: with 2 ms allowed the reference kept up to 32 samples
+# of the last talk's offset, the canceller re-found that shift unguarded and leaked (onset pauses
+# early in a reply). 1, not 0: the mic's and the sink's times are not on one grid (rounding)
+DEVICE_REF_TOLERANCE = REF_RATE * 2 // 1000
+FILE_REF_TOLERANCE = 1
 
 
 class MicStage(Stage):
@@ -50,11 +57,7 @@ class MicStage(Stage):
         self.reopened = 0
         self._clock: PlaybackClock | None = None
         self._cursor: ReferenceCursor | None = None
-        # how far (16 kHz samples) the reference may be off the player's stamps before it is moved:
-        # a device's stamps jitter (2 ms); a file's are exact, and a new WAV sink per talk restarts
-        # them: with 2 ms allowed the reference kept up to 32 samples of the last talk's offset,
-        # the canceller re-found that shift unguarded and leaked (onset pauses early in a reply)
-        self._ref_tolerance = REF_RATE * 2 // 1000
+        self._ref_tolerance = DEVICE_REF_TOLERANCE
         self._jumps_seen = 0
         self._unsettled_until = 0.0
         self._clock_tried = 0.0
@@ -103,7 +106,7 @@ class MicStage(Stage):
             pcm = self._mix_barge_in(pcm, t_cap, clock)
         ref = self._cursor.read(t_cap, len(pcm))
         self._delay_probe.append((pcm.copy(), ref.copy()))
-        raw_rms = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2)))
+        raw_rms = rms(pcm)
         had_echo = self.echo_path.present
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
@@ -180,7 +183,7 @@ class MicStage(Stage):
         if path != self._path_key or not self.simulate_echo:
             self._new_echo_path()
         self._path_key = path
-        self._set_ref_tolerance(1)  # (rounding: the mic's and the sink's times are not on one grid)
+        self._set_ref_tolerance(FILE_REF_TOLERANCE)
         self._stop.clear()
         self.done = False
         self.pos = 0  # stream positions are file positions: the clock of the talk's events
@@ -222,7 +225,7 @@ class MicStage(Stage):
 
         info, _ = check_devices(self.cfg.audio.input_device, self.cfg.audio.output_device)
         self.stop()
-        self._set_ref_tolerance(REF_RATE * 2 // 1000)
+        self._set_ref_tolerance(DEVICE_REF_TOLERANCE)
         self._stop.clear()
         self._thread = threading.Thread(target=self._feed_device, daemon=True)
         self._thread.start()

@@ -11,7 +11,7 @@ from collections import deque
 import numpy as np
 
 from actors.base import Stage, stage_actor
-from pipeline.audio import to_float32
+from pipeline.audio import rms, to_float32
 from pipeline.endpointing import Endpointer
 from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame,
                              UserStoppedSpeakingFrame)
@@ -117,15 +117,14 @@ class VADStage(Stage):
             self.silero_raw.reset_states()
             self._raw_warm = True
         prob = float(self.silero_raw(to_float32(raw), 16000)[0][0])
-        level = float(np.sqrt(np.mean(raw.astype(np.float32) ** 2)))
-        return prob if level >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
+        return prob if rms(raw) >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
 
     def _window(self, block: InputAudioFrame, raw: np.ndarray) -> None:
         t = block.stream_pos / 16000
         strict, onset, uncertain = None, 1, False
         prob = self.speech_prob(block.pcm)
         talk_over = self._talk_over(raw)
-        level = float(np.sqrt(np.mean(block.pcm.astype(np.float32) ** 2)))
+        level = rms(block.pcm)
         if self._raw_rms >= 0:  # a converging canceller may add echo: count only what the mic had
             level = min(level, self._raw_rms)
         self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1),

@@ -23,6 +23,11 @@ def to_float32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 32768.0
 
 
+def rms(pcm: np.ndarray) -> float:
+    """RMS level of int16 audio, in int16 units (0 for no samples)."""
+    return float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) if len(pcm) else 0.0
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Any file PyAV (ffmpeg) can read -> mono int16 at ``sample_rate``."""
     p = Path(path)

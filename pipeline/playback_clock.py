@@ -19,6 +19,8 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
+from pipeline.audio import rms
+
 REF_RATE = 16000
 _BLOCK = np.dtype([("t", "f8"), ("start", "i8"), ("n", "i8"), ("rid", "i8"), ("pos", "i8"), ("rms", "f4")])
 _HEADER = 8  # int64 slots: [blocks written, samples written (16 kHz), output rate, n_blocks, n_samples]
@@ -98,8 +100,7 @@ class PlaybackClock:
         idx = (w + np.arange(n)) % ns
         self.samples[idx] = ref16
         rec = self.blocks[k % len(self.blocks)]
-        rms = float(np.sqrt(np.mean(ref16.astype(np.float32) ** 2))) if n else 0.0
-        rec["t"], rec["start"], rec["n"], rec["rid"], rec["pos"], rec["rms"] = t_heard, w, n, response_id, pos, rms
+        rec["t"], rec["start"], rec["n"], rec["rid"], rec["pos"], rec["rms"] = t_heard, w, n, response_id, pos, rms(ref16)
         self.header[1] = w + n
         self.header[0] = k + 1  # publish last
 

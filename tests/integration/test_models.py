@@ -154,7 +154,7 @@ def _reply_echo(speech, seconds: float) -> np.ndarray:
 
 
 def test_vad_hears_the_user_over_the_echo_before_the_canceller_lets_them_through(speech, test_config):
-    # AEC3 mutes the first 60-100 ms of a user talking over the echo (measured 96-128 ms on the
+    # AEC3 mutes the first ~100 ms of a user talking over the echo (measured 96-128 ms on the
     # virtual devices): the onset comes from the mic before cancellation, inside that muted span
     echo = _reply_echo(speech, 4.0)
     words = load_audio(speech("What about the weather?", name="user", pad_s=(1.5, 0.5)))
