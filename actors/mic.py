@@ -24,6 +24,7 @@ import numpy as np
 
 from actors.base import Stage, stage_actor
 from pipeline.audio import Resampler, load_audio, rms
+from pipeline.echo_cancel import LEAK_CORRELATION
 from pipeline.echo_path import EchoPath
 from pipeline.frames import Frame, FrameError, InputAudioFrame
 from pipeline.playback_clock import REF_RATE, PlaybackClock, ReferenceCursor, segment_name
@@ -33,7 +34,8 @@ RATE = 16000
 ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
 # after the reference jumped (the output's latency stepped: on PulseAudio whenever another
 # client connects to the sink), AEC3 re-finds the echo for about a second and leaks meanwhile:
-# the guard treats it as converging again for this long
+# the guard treats it as converging again for this long. The same after a leak seen in the
+# output (the echo's delay moved and the reference did not: EchoCanceller.leak)
 RESETTLE_S = 2.0
 # how far (16 kHz samples) the canceller's reference may be off the player's stamps before it is
 # moved: a device's stamps jitter (2 ms); a file's are exact (the WAV sink stamps its schedule),
@@ -60,6 +62,7 @@ class MicStage(Stage):
         self._ref_tolerance = DEVICE_REF_TOLERANCE
         self._jumps_seen = 0
         self._unsettled_until = 0.0
+        self.aec_leaks = 0
         self._clock_tried = 0.0
         self.aec = None
         self._new_echo_path()
@@ -127,6 +130,14 @@ class MicStage(Stage):
             pcm = self.aec.process(pcm, ref)
             converging = self.aec.stats.converging or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
+            if (not converging and echo > 0 and raw_rms <= echo * 10 ** (e.guard_db_converging / 20)
+                    and rms(pcm) >= echo * 10 ** (e.guard_db / 20) and self.aec.leak() >= LEAK_CORRELATION):
+                # what passes the converged guard, from a mic no louder than the echo can be, is
+                # the engine's voice: the canceller lost the echo (its delay moved, the reference
+                # did not). Guard as after a jump. (A louder mic is the user talking over: no need)
+                self.aec_leaks += 1
+                self._unsettled_until = t_cap + RESETTLE_S
+                converging = True
         guard = echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20)
         return pcm, {"echo_guard": guard, "raw_rms": raw_rms, "echo_level": echo, "raw_pcm": raw if echo > 0 else None}
 
@@ -312,7 +323,7 @@ class MicStage(Stage):
 
     def extra_stats(self) -> dict:
         return {"samples_sent": self.pos, "device_errors": self.device_errors, "reopened": self.reopened,
-                "echo_blocks": self.echo_blocks,
+                "echo_blocks": self.echo_blocks, "aec_leaks": self.aec_leaks,
                 "callback_late_ms": self._stream_time.callback_late_ms() if self._stream_time else {},
                 "clock_steps": self._capture.steps if self._capture else 0,
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,

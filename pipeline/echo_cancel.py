@@ -39,6 +39,11 @@ Gotchas (measured by benchmarks/echo_cancel.py):
   no echo path.
 - AEC3 always high-passes the mic (below ~80 Hz): ``high_pass_filter=False`` gives
   the same output sample for sample.
+- When the echo's delay moves without the reference moving (an output that resyncs, a
+  PulseAudio loopback adapting its latency, a Bluetooth link), AEC3 lets the echo
+  through at full level for up to a second before it re-finds it, while its warm-up is
+  long over. ``leak()`` tells this from the user talking: the output then still follows
+  the reference (see ``LEAK_CORRELATION``).
 """
 from __future__ import annotations
 
@@ -46,6 +51,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.echo_path import REACH, correlation
 
 RATE = 16000
 FRAME = RATE // 100  # AEC3 takes exactly 10 ms frames
@@ -60,6 +67,17 @@ PLAYBACK_VAD_THRESHOLD = 0.7
 # 0.99, 3+ windows in a row even at 0.95: no threshold is safe, so no speech start.
 WARMUP_VAD_THRESHOLD = math.inf
 WARMUP_S = 4.0  # seconds of active reference until AEC3 counts as converged
+
+# leak(): over the last 256 ms of output, the peak normalised correlation with the reference
+# (any delay up to 300 ms) at or above which the output is the engine's voice, not the user's.
+# Measured on the room model of benchmarks/echo_cancel.py (espeak-ng far end; the worst case for
+# a spurious match is a user of the same synthesiser): after the echo's delay moved by 30-70 ms,
+# the first loud output blocks scored 0.24-0.64 and one of the first three reached 0.5 in 6 of 6
+# moves; a user at or under the echo's level, over a converged canceller, scored at most 0.46
+# over the first half second of speech (a louder user scores up to 0.53, which is why the mic
+# asks only about blocks no louder than the echo can be)
+LEAK_WINDOW = 8 * BLOCK
+LEAK_CORRELATION = 0.5
 
 _SILENCE_DBFS = -100.0
 
@@ -117,6 +135,8 @@ class EchoCanceller:
         self.reference_samples = 0  # samples of active reference seen so far
         self.stats = EchoStats()
         self.blocks = 0
+        self._out_hist = np.zeros(0, np.int16)  # the last LEAK_WINDOW output samples
+        self._far_hist = np.zeros(0, np.int16)  # ... and the reference over them, REACH samples further back
 
     @property
     def latency_samples(self) -> int:
@@ -174,6 +194,8 @@ class EchoCanceller:
             self.framing_samples += short
             self._out = np.concatenate([np.zeros(short, np.int16), self._out])
         out, self._out = self._out[:n].copy(), self._out[n:]
+        self._out_hist = np.concatenate([self._out_hist, out])[-LEAK_WINDOW:]
+        self._far_hist = np.concatenate([self._far_hist, far])[-(LEAK_WINDOW + REACH):]
         self._update_stats(near, far, out)
         self.blocks += 1
         return out
@@ -191,6 +213,19 @@ class EchoCanceller:
         s.far_active = self._since_far < self.echo_hold_samples
         s.converging = self.reference_samples < self.warmup_samples
         s.erle_db = max(0.0, s.near_dbfs - s.out_dbfs) if s.far_active else 0.0
+
+    def leak(self) -> float:
+        """How much the recent output still follows the reference: the peak normalised
+        correlation of the last ``LEAK_WINDOW`` output samples with the reference at any
+        delay up to 300 ms (0: nothing of it). ``LEAK_CORRELATION`` and above: the
+        canceller lets the engine's voice through (it lost the echo path). An FFT of
+        16384 points: call it for a block whose output is loud, not for every block."""
+        if len(self._out_hist) < LEAK_WINDOW:
+            return 0.0
+        far = self._far_hist
+        if len(far) < LEAK_WINDOW + REACH:
+            far = np.concatenate([np.zeros(LEAK_WINDOW + REACH - len(far), np.int16), far])
+        return correlation(self._out_hist, far)
 
     def vad_threshold(self, base: float, playing: float = PLAYBACK_VAD_THRESHOLD,
                       warmup: float = WARMUP_VAD_THRESHOLD) -> float:
