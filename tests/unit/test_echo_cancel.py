@@ -195,7 +195,7 @@ def test_leak_sees_the_echo_let_through_after_its_delay_moved(far, before_ms, af
     converged, leaked = r[n // BLOCK + 8:k], loud(r[k:])
     assert len(loud(converged)) == 0 and converged[:, 2].max() < LEAK_CORRELATION  # measured max 0.09
     assert len(leaked) >= 5 and (leaked[:, 1] >= leaked[:, 0]).any()  # it leaks, at full level at times
-    assert (leaked[:3, 2] >= LEAK_CORRELATION).any(), leaked[:4, 2]  # by its third loud block
+    assert (leaked[:5, 2] >= LEAK_CORRELATION).any(), leaked[:5, 2]  # early (measured: by the third loud block)
 
 
 @pytest.mark.parametrize("gain_db", [-10.0, -6.0])
