@@ -126,19 +126,21 @@ class MicStage(Stage):
             self._jumps_seen = self._cursor.jumps
             self._unsettled_until = t_cap + RESETTLE_S
         raw = pcm
+        # the guard: what the echo can be at most (while the canceller converges), or what it leaves
+        loudest, converged = echo * 10 ** (e.guard_db_converging / 20), echo * 10 ** (e.guard_db / 20)
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
             converging = self.aec.stats.converging or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
-            if (not converging and echo > 0 and raw_rms <= echo * 10 ** (e.guard_db_converging / 20)
-                    and rms(pcm) >= echo * 10 ** (e.guard_db / 20) and self.aec.leak() >= LEAK_CORRELATION):
+            if (not converging and echo > 0 and raw_rms <= loudest
+                    and rms(pcm) >= converged and self.aec.leak() >= LEAK_CORRELATION):
                 # what passes the converged guard, from a mic no louder than the echo can be, is
                 # the engine's voice: the canceller lost the echo (its delay moved, the reference
                 # did not). Guard as after a jump. (A louder mic is the user talking over: no need)
                 self.aec_leaks += 1
                 self._unsettled_until = t_cap + RESETTLE_S
                 converging = True
-        guard = echo * 10 ** ((e.guard_db_converging if converging else e.guard_db) / 20)
+        guard = loudest if converging else converged
         return pcm, {"echo_guard": guard, "raw_rms": raw_rms, "echo_level": echo, "raw_pcm": raw if echo > 0 else None}
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:

@@ -222,10 +222,7 @@ class EchoCanceller:
         16384 points: call it for a block whose output is loud, not for every block."""
         if len(self._out_hist) < LEAK_WINDOW:
             return 0.0
-        far = self._far_hist
-        if len(far) < LEAK_WINDOW + REACH:
-            far = np.concatenate([np.zeros(LEAK_WINDOW + REACH - len(far), np.int16), far])
-        return correlation(self._out_hist, far)
+        return correlation(self._out_hist, self._far_hist)
 
     def vad_threshold(self, base: float, playing: float = PLAYBACK_VAD_THRESHOLD,
                       warmup: float = WARMUP_VAD_THRESHOLD) -> float:

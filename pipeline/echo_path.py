@@ -33,7 +33,10 @@ def _energy(x: np.ndarray) -> float:
 def correlation(near: np.ndarray, far: np.ndarray, reach: int = REACH) -> float:
     """Peak normalised cross-correlation of ``near`` with ``far`` delayed by 0..``reach`` samples.
 
-    ``far`` holds ``reach`` samples before ``near``'s first one, then as many as ``near``."""
+    ``far`` holds ``reach`` samples before ``near``'s first one, then as many as ``near``; a
+    shorter one (the start of a stream) is padded with silence before."""
+    if len(far) < len(near) + reach:
+        far = np.concatenate([np.zeros(len(near) + reach - len(far), far.dtype), far])
     near, far = near.astype(np.float64), far.astype(np.float64)
     n = 1 << int(np.ceil(np.log2(len(far) + len(near))))
     xc = np.fft.irfft(np.fft.rfft(near, n) * np.conj(np.fft.rfft(far, n)), n)
@@ -92,9 +95,7 @@ class EchoPath:
 
     def _close_window(self) -> None:
         near_w = np.concatenate(self._hist_near)
-        far_w = np.concatenate(self._hist_far)[-(len(near_w) + REACH):]
-        if len(far_w) < len(near_w) + REACH:  # the first window: pad the playback's past with silence
-            far_w = np.concatenate([np.zeros(len(near_w) + REACH - len(far_w), far_w.dtype), far_w])
+        far_w = np.concatenate(self._hist_far)[-(len(near_w) + REACH):]  # (the first window: shorter)
         quiet = 10 * np.log10((self._near + 1.0) / self._far) <= self.threshold_db
         corr = 0.0 if quiet else correlation(near_w, far_w)
         self.windows.append((self._near, self._far, corr))
