@@ -256,7 +256,9 @@ class MicStage(Stage):
                 info = sd.query_devices(self.cfg.audio.input_device or None, kind="input")
                 rate = int(info["default_samplerate"])
                 rs = Resampler(rate, RATE)
-                stream_time = self._stream_time = StreamTime()  # PortAudio's ADC times: not when cb runs
+                dev_block = max(1, rate * self.cfg.audio.input_device_block_ms // 1000)
+                # PortAudio's ADC times, not when the callback runs; the offset's minimum over ~8 s
+                stream_time = self._stream_time = StreamTime(window=max(256, 8 * rate // dev_block))
 
                 def cb(indata, frames, time_info, status):
                     q.put((indata[:, 0].copy(), stream_time.wall(time_info.inputBufferAdcTime, time_info.currentTime)))
@@ -265,14 +267,14 @@ class MicStage(Stage):
                 self._path_key = ("device",)
                 # a vanished device ends the stream with no exception: finished_callback says so at once
                 with sd.InputStream(samplerate=rate, channels=1, dtype="int16", callback=cb, latency="low",
-                                    blocksize=rate * self.cfg.audio.input_block_ms // 1000,
+                                    blocksize=dev_block,
                                     device=self.cfg.audio.input_device or None,
                                     finished_callback=lambda: q.put(None)) as stream:
                     if failed:
                         failed = False
                         self.reopened += 1
                         self.event("device_reopened", device="input", device_name=info["name"])
-                    capture = self._capture = StreamClock(rate)
+                    capture = self._capture = StreamClock(rate)  # (its smoothing is in seconds, not blocks)
                     pending, n_out = np.zeros(0, np.int16), 0
                     while not self._stop.is_set():
                         try:

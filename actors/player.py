@@ -118,7 +118,9 @@ class DeviceSink:
         stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="int16", blocksize=self.block,
                                  device=self.device or None, latency=self.latency_s or "low", callback=self._callback)
         self.latency = float(stream.latency)
-        self._stream_clock = StreamClock(self.rate)  # a new stream counts its samples anew
+        # a new stream counts its samples anew; tuned on PulseAudio at 10 ms blocks (a 0.2 s time
+        # constant, steps on 60 ms of stamps: the latency step at a reply's start is taken at once)
+        self._stream_clock = StreamClock(self.rate, tau_s=0.2, step_s=0.06)
         self._last_cb = time.monotonic()
         stream.start()
         return stream

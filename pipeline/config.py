@@ -43,6 +43,9 @@ class RayConfig:
 class AudioConfig:
     input_rate: int = 16000  # VAD/STT rate; mic audio is resampled to it
     input_block_ms: int = 32  # one Silero window at 16 kHz
+    # asked of the input device: a 32 ms block came 12-28 ms after its last sample on PulseAudio
+    # (PortAudio buffers two), a 10 ms one at once; the mic assembles the 32 ms blocks
+    input_device_block_ms: int = 10
     # the WAV sink's block: it writes one block ahead, and the mic's echo canceller needs the
     # reference of a whole 32 ms mic block by then (10 ms blocks left its tail unwritten)
     output_block_ms: int = 20
@@ -194,6 +197,7 @@ class Config:
 
         need(self.audio.input_rate == 16000, "audio.input_rate", "Silero VAD and Whisper need 16000")
         need(self.audio.input_block_ms in (32,), "audio.input_block_ms", "must be 32 (one Silero window at 16 kHz)")
+        need(2 <= self.audio.input_device_block_ms <= 100, "audio.input_device_block_ms", "must be 2..100")
         need(5 <= self.audio.output_block_ms <= 200, "audio.output_block_ms", "must be 5..200")
         need(0 <= self.audio.output_latency_ms <= 500, "audio.output_latency_ms", "must be 0..500")
         need(self.audio.output_rate >= 0, "audio.output_rate", "must be >= 0")

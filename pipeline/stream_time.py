@@ -64,16 +64,20 @@ class StreamClock:
     changed, which AEC3 reads as a new echo path (its echo reduction fell from
     55 dB to 0-8 dB for a second). A step (the server moved its latency:
     +6.7 ms measured on the output at a reply's start; an xrun) is taken at
-    once when ``step_callbacks`` stamps in a row agree on it.
+    once when ``step_s`` of stamps in a row agree on it.
     """
 
-    def __init__(self, rate: int, smoothing: float = 0.05, band_s: float = 0.001, step_callbacks: int = 6) -> None:
+    def __init__(self, rate: int, tau_s: float = 0.64, step_s: float = 0.19, band_s: float = 0.001) -> None:
+        # in seconds of audio, not callbacks: a device opened with smaller blocks (the mic's
+        # 10 ms) would otherwise follow the jitter 3x faster and take a step on 60 ms of stamps
         self.rate = rate
-        self.smoothing = smoothing  # per callback: ~0.6 s time constant at 32 ms callbacks
-        self.band_s, self.step_callbacks = band_s, step_callbacks
+        self.tau_s = tau_s  # time constant of the smoothing
+        self.step_s = step_s  # how long stamps must agree on a step
+        self.band_s = band_s
         self.samples = 0  # device samples received
         self.offset: float | None = None  # wall time of stream position 0
         self._off: list[float] = []  # the run of estimates outside the band, all on one side
+        self._off_samples = 0
         self.steps = 0
         self.outliers = 0
 
@@ -82,19 +86,21 @@ class StreamClock:
         est = t_first - self.samples / self.rate
         self.samples += frames
         if self.offset is None or abs(est - self.offset) > 0.5:  # the first, or a stall
-            self.offset, self._off = est, []
+            self.offset, self._off, self._off_samples = est, [], 0
             return
         d = est - self.offset
         if abs(d) <= self.band_s:
-            self._off = []
-            self.offset += self.smoothing * d
+            self._off, self._off_samples = [], 0
+            self.offset += min(1.0, frames / self.rate / self.tau_s) * d
             return
         if self._off and (self._off[-1] - self.offset) * d < 0:
-            self._off = []  # off to the other side: jitter, not a step
+            self._off, self._off_samples = [], 0  # off to the other side: jitter, not a step
         self._off.append(est)
+        self._off_samples += frames
         self.outliers += 1
-        if len(self._off) >= self.step_callbacks:
-            self.offset, self._off = float(sorted(self._off)[len(self._off) // 2]), []
+        if self._off_samples >= self.step_s * self.rate and len(self._off) >= 3:
+            self.offset = float(sorted(self._off)[len(self._off) // 2])
+            self._off, self._off_samples = [], 0
             self.steps += 1
 
     def time_of(self, position_s: float) -> float:

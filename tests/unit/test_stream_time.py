@@ -51,3 +51,28 @@ def test_stream_clock_ignores_outliers_and_takes_steps():
         c.update(t + i * 0.032 + 0.0067, frames)
     assert c.steps == 1
     assert c.time_of(0.0) == pytest.approx(100.0067, abs=0.0002)
+
+
+@pytest.mark.parametrize("block_ms", [10, 32])
+def test_stream_clock_smooths_and_steps_by_time_not_by_callbacks(block_ms):
+    # the mic opens its device with 10 ms blocks: counted in callbacks, the same clock would
+    # follow the stamps' jitter 3x faster and take a 6.7 ms step on 60 ms of stamps
+    rate = 48000
+    frames = rate * block_ms // 1000
+    c = StreamClock(rate)
+    rng = np.random.default_rng(2)
+    n = 20000 // block_ms  # 20 s
+    for i in range(n):
+        c.update(100.0 + i * block_ms / 1000 + rng.normal(0, 0.0004), frames)
+    errs = []
+    for i in range(n, n + 3000 // block_ms):  # 3 s more: how far the smoothed offset wanders
+        c.update(100.0 + i * block_ms / 1000 + rng.normal(0, 0.0004), frames)
+        errs.append(c.time_of(0.0) - 100.0)
+    assert np.std(errs) < 0.00006  # 0.4 ms of jitter, averaged over ~0.64 s of stamps
+    taken_after = None
+    for k, i in enumerate(range(n + 3000 // block_ms, n + 4000 // block_ms)):
+        c.update(100.0 + i * block_ms / 1000 + 0.0067, frames)  # the server moved its latency
+        if c.steps and taken_after is None:
+            taken_after = (k + 1) * block_ms / 1000
+    assert taken_after is not None and 0.19 <= taken_after < 0.19 + block_ms / 1000
+    assert c.time_of(0.0) == pytest.approx(100.0067, abs=0.0003)
