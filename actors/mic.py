@@ -32,6 +32,11 @@ from pipeline.stream_time import StreamClock, StreamTime
 
 RATE = 16000
 ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
+# a live room rings on after the reply pauses (RT60 0.6 s, direct-to-reverberant 0 dB, room model:
+# its tail reached the mic 150-400 ms after the last word, louder than the echo bound of the last
+# 150 ms): older playback counts too, decaying as such a room does (-60 dB in 0.6 s)
+ECHO_TAIL_S = 0.6
+ECHO_TAIL_DECAY_DB_S = 100.0
 # after the reference jumped (the output's latency stepped: on PulseAudio whenever another
 # client connects to the sink), AEC3 re-finds the echo for about a second and leaks meanwhile:
 # the guard treats it as converging again for this long. The same after a leak seen in the
@@ -44,6 +49,7 @@ RESETTLE_S = 2.0
 # early in a reply). 1, not 0: the mic's and the sink's times are not on one grid (rounding)
 DEVICE_REF_TOLERANCE = REF_RATE * 2 // 1000
 FILE_REF_TOLERANCE = 1
+START_WAIT_S = 3.0  # how long start_device waits for the stream's first audio
 
 
 class MicStage(Stage):
@@ -52,6 +58,7 @@ class MicStage(Stage):
     def setup(self) -> None:
         self.block = RATE * self.cfg.audio.input_block_ms // 1000
         self._stop = threading.Event()
+        self._delivering = threading.Event()  # the device stream has brought audio
         self._thread: threading.Thread | None = None
         self.pos = 0
         self.done = False
@@ -118,7 +125,8 @@ class MicStage(Stage):
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
-        echo = clock.level(t_cap - ECHO_REACH_S, t_cap + dur) * 10 ** ((self.echo_path.coupling_db or 0.0) / 20)
+        echo = (clock.level(t_cap - ECHO_REACH_S, t_cap + dur, ECHO_TAIL_S, ECHO_TAIL_DECAY_DB_S)
+                * 10 ** ((self.echo_path.coupling_db or 0.0) / 20))
         converging = True
         if self.aec is not None and not had_echo:  # an echo appeared (headphones -> speakers): cold again
             self.aec.reference_samples = 0
@@ -240,9 +248,12 @@ class MicStage(Stage):
         self.stop()
         self._set_ref_tolerance(DEVICE_REF_TOLERANCE)
         self._stop.clear()
+        self._delivering.clear()
         self._thread = threading.Thread(target=self._feed_device, daemon=True)
         self._thread.start()
-        return {"device": info["name"], "rate": info["default_samplerate"]}
+        # returns once audio flows (~0.1-0.2 s here), so that what the caller plays next is heard
+        delivering = self._delivering.wait(START_WAIT_S)
+        return {"device": info["name"], "rate": info["default_samplerate"], "delivering": delivering}
 
     def _feed_device(self) -> None:
         from pipeline.devices import import_sounddevice
@@ -286,6 +297,7 @@ class MicStage(Stage):
                         if not item:
                             continue
                         data, t_adc = item
+                        self._delivering.set()
                         capture.update(t_adc, len(data))
                         pending = np.concatenate([pending, rs(data)])
                         while len(pending) >= self.block:

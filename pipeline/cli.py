@@ -275,7 +275,9 @@ def cmd_run(args, cfg) -> int:
     try:
         engine.start()
         ray.get(engine.actors["player"].open_device.remote(int(outp["default_samplerate"])))
-        ray.get(engine.actors["mic"].start_device.remote())
+        started = ray.get(engine.actors["mic"].start_device.remote())
+        if not started["delivering"]:  # the mic thread keeps trying and reports what failed
+            print(f"no audio from {inp['name']!r} yet; waiting for it", file=sys.stderr, flush=True)
         print(f"listening on {inp['name']!r}, speaking on {outp['name']!r}; Ctrl-C to stop", flush=True)
         display = RunDisplay(sys.stdout)
         while not stop:

@@ -33,7 +33,8 @@ def device_engine(ray_session, virtual_audio):
         cfg = load_config(CONFIG_DIR / "test.toml", [f"llm.base_url={llm.base_url}", "llm.max_tokens=120"])
         with Engine(cfg) as engine:
             ray.get(engine.actors["player"].open_device.remote(48000))
-            ray.get(engine.actors["mic"].start_device.remote())
+            # start_device returns once the stream brings audio: the first question is heard whole
+            assert ray.get(engine.actors["mic"].start_device.remote())["delivering"]
             yield engine
 
 
