@@ -87,21 +87,22 @@ def _fft_convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[:len(x)]
 
 
-def room_response(delay_ms: float, gain_db: float = ECHO_GAIN_DB, room: bool = True, seed: int = 0) -> np.ndarray:
+def room_response(delay_ms: float, gain_db: float = ECHO_GAIN_DB, room: bool = True, seed: int = 0,
+                  rt60_s: float = 0.25, drr_db: float = 8.0) -> np.ndarray:
     """Impulse response speaker -> mic: a delay and gain; with ``room`` a small speaker's
-    low-pass (~3.5 kHz, no bass below ~150 Hz) and a 0.25 s exponentially decaying tail
-    (direct-to-reverberant ~ 8 dB). The peak gain of the direct path is ``gain_db``."""
+    low-pass (~3.5 kHz, no bass below ~150 Hz) and an exponentially decaying tail (by default
+    -60 dB at 0.25 s, direct-to-reverberant 8 dB). The peak gain of the direct path is ``gain_db``."""
     d = int(round(delay_ms * RATE / 1000))
     if not room:
         h = np.zeros(d + 1)
         h[d] = 1.0
     else:
         rng = np.random.default_rng(seed)
-        tail_n = int(0.25 * RATE)
+        tail_n = int(rt60_s * RATE)
         t = np.arange(tail_n) / RATE
-        tail = rng.standard_normal(tail_n) * np.exp(-t * 6.9 / 0.25)  # -60 dB at 0.25 s
+        tail = rng.standard_normal(tail_n) * np.exp(-t * 6.9 / rt60_s)  # -60 dB at rt60_s
         tail[:int(0.004 * RATE)] = 0.0  # first reflections after 4 ms
-        tail *= 10 ** (-8 / 20) / math.sqrt(np.sum(tail ** 2))
+        tail *= 10 ** (-drr_db / 20) / math.sqrt(np.sum(tail ** 2))
         direct = np.zeros(tail_n)
         direct[0] = 1.0
         k = np.arange(-16, 17)
@@ -114,8 +115,9 @@ def room_response(delay_ms: float, gain_db: float = ECHO_GAIN_DB, room: bool = T
     return h * 10 ** (gain_db / 20)
 
 
-def echo_of(far: np.ndarray, delay_ms: float, room: bool, gain_db: float = ECHO_GAIN_DB, seed: int = 0) -> np.ndarray:
-    return _fft_convolve(far.astype(np.float64), room_response(delay_ms, gain_db, room, seed))
+def echo_of(far: np.ndarray, delay_ms: float, room: bool, gain_db: float = ECHO_GAIN_DB, seed: int = 0,
+            **room_kw) -> np.ndarray:
+    return _fft_convolve(far.astype(np.float64), room_response(delay_ms, gain_db, room, seed, **room_kw))
 
 
 def noise(n: int, dbfs: float = NOISE_DBFS, seed: int = 1) -> np.ndarray:

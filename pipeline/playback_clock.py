@@ -170,18 +170,25 @@ class PlaybackClock:
             return float("-inf")
         return float(last["t"][-1] + last["n"][-1] / REF_RATE)
 
-    def level(self, t0: float, t1: float) -> float:
-        """Largest 20 ms RMS heard between ``t0`` and ``t1`` (int16 units).
+    def level(self, t0: float, t1: float, tail_s: float = 0.0, decay_db_s: float = 0.0) -> float:
+        """Largest 20 ms RMS heard between ``t0`` and ``t1`` (int16 units); with ``tail_s``, the
+        ``tail_s`` before ``t0`` count too, less ``decay_db_s`` per second of their age at ``t0``
+        (a room's reverberation: what was heard then still rings).
 
         Read through ``reference``, as the echo canceller's reference is, not from the
         blocks' stamps: a block written late leaves a gap in the stamps, and the two
         mappings then disagree by the stall (which let a cold run's echo past the guard).
         """
-        x = self.reference(t0, max(0, int(round((t1 - t0) * REF_RATE)))).astype(np.float32)
+        start = t0 - tail_s
+        x = self.reference(start, max(0, int(round((t1 - start) * REF_RATE)))).astype(np.float32)
         if not len(x):
             return 0.0
-        starts = np.arange(0, len(x), REF_RATE // 50)
+        chunk = REF_RATE // 50
+        starts = np.arange(0, len(x), chunk)
         mean_sq = np.add.reduceat(x * x, starts) / np.diff(np.append(starts, len(x)))
+        if tail_s > 0:  # a chunk ending before t0 decays from its end on
+            age = np.maximum(0.0, tail_s - (starts + chunk) / REF_RATE)
+            mean_sq = mean_sq * 10 ** (-decay_db_s * age / 10)
         return float(np.sqrt(mean_sq.max()))
 
 

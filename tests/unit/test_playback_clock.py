@@ -42,6 +42,16 @@ def test_reference_returns_what_was_heard_at_those_times(clock):
     assert clock.level(100.0, 100.03) == 20.0
 
 
+def test_level_counts_older_playback_less_by_its_age(clock):
+    # a loud block, 300 ms of silence, a quiet block: a room still rings with the loud one
+    write_blocks(clock, 100.0, [(1, 0, 1000)] + [(1, 0, 0)] * 15 + [(1, 0, 10)])
+    t0 = 100.32  # the quiet block
+    assert clock.level(t0, t0 + 0.02) == 10.0
+    # the loud block ended 300 ms before t0: 30 dB down at 100 dB/s
+    assert clock.level(t0, t0 + 0.02, tail_s=0.6, decay_db_s=100.0) == pytest.approx(1000 * 10 ** (-30 / 20), rel=0.01)
+    assert clock.level(t0, t0 + 0.02, tail_s=0.2, decay_db_s=100.0) == 10.0  # out of reach
+
+
 def _reader(name, q):
     c = PlaybackClock.attach(name)
     q.put(None if c is None else (c.position(100.03), int(c.reference(100.0, 640).sum())))
