@@ -194,7 +194,8 @@ def test_leak_sees_the_echo_let_through_after_its_delay_moved(far, before_ms, af
     loud = lambda x: x[(x[:, 1] >= x[:, 0] * 10 ** (-10 / 20)) & (x[:, 0] > 100)]  # would pass the converged guard
     converged, leaked = r[n // BLOCK + 8:k], loud(r[k:])
     assert len(loud(converged)) == 0 and converged[:, 2].max() < LEAK_CORRELATION  # measured max 0.09
-    assert len(leaked) >= 5 and (leaked[:, 1] >= leaked[:, 0]).any()  # it leaks, at full level at times
+    # it leaks, within 6 dB of the mic at times (AEC3 spreads run to run: 5 of 82 runs stayed under full level)
+    assert len(leaked) >= 5 and (leaked[:, 1] >= leaked[:, 0] * 10 ** (-6 / 20)).any()
     assert (leaked[:5, 2] >= LEAK_CORRELATION).any(), leaked[:5, 2]  # early (measured: by the third loud block)
 
 
