@@ -1,6 +1,6 @@
 """Mic stage: a sound device, or a WAV file paced like one.
 
-Emits 32 ms InputAudioFrames at 16 kHz to the VAD. A file source is fed at
+Emits InputAudioFrames of ``audio.input_block_ms`` (16 ms, the VAD's hop) at 16 kHz to the VAD. A file source is fed at
 real-time pace (each block when a real mic would deliver it) and followed by
 silence, as a live mic would be; ``realtime=False`` feeds it as fast as the
 pipeline takes it.
@@ -85,7 +85,8 @@ class MicStage(Stage):
     def _new_echo_path(self) -> None:
         """A new input (file, device, reopened device): the echo path is to be learnt anew,
         and a canceller adapted to another one (or to none) would leak while it re-converges."""
-        self.echo_path = EchoPath()
+        ms = self.cfg.audio.input_block_ms  # its windows are ~0.5 s and its tail ~0.2 s of blocks
+        self.echo_path = EchoPath(window_blocks=max(1, 512 // ms), tail_blocks=max(1, 192 // ms))
         if self.cfg.echo.cancel:
             from pipeline.echo_cancel import EchoCanceller
 
@@ -121,7 +122,7 @@ class MicStage(Stage):
         if not self.echo_path.update(pcm, ref):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
-            return pcm, {"raw_rms": raw_rms}  # no echo path (headphones): nothing of the engine's voice to guard against
+            return pcm, {}  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
@@ -149,7 +150,9 @@ class MicStage(Stage):
                 self._unsettled_until = t_cap + RESETTLE_S
                 converging = True
         guard = loudest if converging else converged
-        return pcm, {"echo_guard": guard, "raw_rms": raw_rms, "echo_level": echo, "raw_pcm": raw if echo > 0 else None}
+        # the block before cancellation too: a converging canceller may add echo, so the VAD counts
+        # the quieter of the two; and the user talking over the echo is heard sooner in it
+        return pcm, {"echo_guard": guard, "echo_level": echo, "raw_pcm": raw if self.aec is not None else None}
 
     def _mix_barge_in(self, pcm: np.ndarray, t_cap: float, clock: PlaybackClock) -> np.ndarray:
         b = self._barge

@@ -1,7 +1,10 @@
 """VAD stage: webrtcvad as a cheap pre-gate, Silero (ONNX) for the decision.
 
-Takes 32 ms input blocks (one Silero window at 16 kHz), decides speech
-start/stop with ``Endpointer`` and forwards the speech (with pre-roll) to STT,
+Runs Silero's 32 ms window (512 samples at 16 kHz) every ``audio.input_block_ms``
+(16 ms: a word's start is seen 16 ms sooner on average than at one window per
+32 ms; two model states take turns, each on contiguous windows, as Silero's
+recurrent state expects), decides speech start/stop with ``Endpointer`` and
+forwards the speech (with pre-roll) to STT, one hop of new audio per window,
 bracketed by ordered UserStarted/StoppedSpeaking frames.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame
                              UserStoppedSpeakingFrame)
 
 WINDOW = 512  # samples at 16 kHz
-MAX_LATE_WINDOWS = 32  # how far (1 s) a late-confirmed speech start reaches back for its onset
+MAX_LATE_S = 1.0  # how far a late-confirmed speech start reaches back for its onset
 ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice may be in the mic
 
 
@@ -30,56 +33,63 @@ class VADStage(Stage):
         from models.registry import load_silero
 
         v = self.cfg.vad
-        self.silero = load_silero()
-        # a second Silero on the mic before echo cancellation, while the engine's voice may be in
-        # it: AEC3 mutes the first ~100 ms (96-128 measured) of a user talking over the echo
-        self.silero_raw = load_silero()
+        self.hop = 16000 * self.cfg.audio.input_block_ms // 1000
+        self.phases = WINDOW // self.hop  # model states taking turns: each sees windows end to end
+        self.silero = [load_silero() for _ in range(self.phases)]
+        # Silero on the mic before echo cancellation too, while the engine's voice may be in it:
+        # AEC3 mutes the first ~100 ms (96-128 measured) of a user talking over the echo
+        self.silero_raw = [load_silero() for _ in range(self.phases)]
         self._raw_warm = False
         self.gate_vad = webrtcvad.Vad(v.webrtc_aggressiveness) if v.webrtc_gate else None
         self.endpointer = Endpointer(WINDOW / 16000, v.threshold, v.neg_threshold,
                                      v.min_speech_ms / 1000, v.endpoint_silence_ms / 1000,
-                                     v.speculative_silence_ms / 1000)
-        self.pre_roll_windows = max(1, v.pre_roll_ms // 32)
+                                     v.speculative_silence_ms / 1000, hop_s=self.hop / 16000)
+        hop_ms = self.cfg.audio.input_block_ms
+        self.pre_roll_windows = max(1, v.pre_roll_ms // hop_ms)
         # windows before the speech start with their probability (after the echo guard): under
         # echo the start can be confirmed late (a window not louder than the echo breaks the run),
         # so the STT gets the whole run of speech-like windows before it, plus the pre-roll. Not
         # Silero's raw score: a cold canceller's residual scores high and would be transcribed
-        self.before: deque[tuple[InputAudioFrame, float]] = deque(maxlen=self.pre_roll_windows + MAX_LATE_WINDOWS)
+        self.before: deque[tuple[InputAudioFrame, float]] = deque(
+            maxlen=self.pre_roll_windows + int(MAX_LATE_S * 1000) // hop_ms)
         self._buf = np.zeros(0, np.int16)
         self._raw_buf = np.zeros(0, np.int16)  # the same samples before echo cancellation
         self._buf_pos = 0
         self._buf_capture = 0.0
+        self._win = np.zeros(WINDOW, np.int16)  # the last window (its newest hop last), and before cancellation
+        self._raw_win = np.zeros(WINDOW, np.int16)
         self.utterance = 0
         self.gated = 0
         self.windows = 0
         # playback-aware gating: windows left during which the engine's voice may be in the mic
         self._echo_windows = 0
-        self._echo_hold = max(1, 400 // 32)  # the room's echo tail outlasts the playback a little
+        self._echo_hold = max(1, 400 // hop_ms)  # the room's echo tail outlasts the playback a little
         self.strict_windows = 0
+        # per hop of the window (newest last): the echo guard and level the mic sent with it
+        self._echo: deque[tuple[float, float]] = deque([(0.0, 0.0)] * self.phases, maxlen=self.phases)
         self._echo_guard = 0.0
         self._echo_level = 0.0
-        self._raw_rms = -1.0
         self.residual_gated = 0
         self.talk_over_windows = 0
         # (prob, level, guard, talk-over prob): why an onset
-        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=4)
+        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=4 * self.phases)
 
     def extra_stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
                 "strict_windows": self.strict_windows, "residual_gated": self.residual_gated,
                 "talk_over_windows": self.talk_over_windows}
 
-    def speech_prob(self, pcm: np.ndarray) -> float:
+    def speech_prob(self, pcm: np.ndarray, phase: int) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
-        self.windows += 1
+        model = self.silero[phase]
         x = to_float32(pcm)
         if self.gate_vad is not None and not self.endpointer.in_speech:
-            # webrtcvad takes 10/20/30 ms frames: check the first 30 ms
-            if not self.gate_vad.is_speech(pcm[:480].tobytes(), 16000):
+            # webrtcvad takes 10/20/30 ms frames: check the last 30 ms (the newest audio)
+            if not self.gate_vad.is_speech(pcm[-480:].tobytes(), 16000):
                 self.gated += 1
-                self.silero(x, 16000)  # keep Silero's recurrent state fed with the real audio
+                model(x, 16000)  # keep Silero's recurrent state fed with the real audio
                 return 0.0
-        return float(self.silero(x, 16000)[0][0])
+        return float(model(x, 16000)[0][0])
 
     def process(self, frame: Frame) -> None:
         if not isinstance(frame, InputAudioFrame):
@@ -87,46 +97,53 @@ class VADStage(Stage):
         if frame.sample_rate != 16000:
             raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
         if frame.echo_guard > ECHO_FLOOR:
-            self._echo_windows = self._echo_hold + len(frame.pcm) // WINDOW
-        # the guard follows the echo the mic can carry now (the mic's estimate already spans the
-        # echo's delay): a paused reply stops guarding once its echo has passed, while the strict
-        # threshold holds a little longer for the room's tail. (A guard held at its last value
-        # kept gating the user's first words after the pause and blurred their transcript.)
-        self._echo_guard, self._echo_level = frame.echo_guard, frame.echo_level
-        self._raw_rms = frame.raw_rms  # (mic blocks are one window long)
+            self._echo_windows = self._echo_hold + len(frame.pcm) // self.hop
         if len(self._buf) == 0:
             self._buf_pos, self._buf_capture = frame.stream_pos, frame.capture_time
         self._buf = np.concatenate([self._buf, frame.pcm])
         self._raw_buf = np.concatenate([self._raw_buf, frame.pcm if frame.raw_pcm is None else frame.raw_pcm])
-        while len(self._buf) >= WINDOW:
-            win, self._buf = self._buf[:WINDOW], self._buf[WINDOW:]
-            raw, self._raw_buf = self._raw_buf[:WINDOW], self._raw_buf[WINDOW:]
-            block = InputAudioFrame(pcm=win, sample_rate=16000, stream_pos=self._buf_pos,
+        while len(self._buf) >= self.hop:
+            new, self._buf = self._buf[:self.hop], self._buf[self.hop:]
+            raw, self._raw_buf = self._raw_buf[:self.hop], self._raw_buf[self.hop:]
+            self._win = np.concatenate([self._win[self.hop:], new])
+            self._raw_win = np.concatenate([self._raw_win[self.hop:], raw])
+            # the guard follows the echo the mic can carry now (the mic's estimate already spans the
+            # echo's delay): a paused reply stops guarding once its echo has passed, while the strict
+            # threshold holds a little longer for the room's tail. (A guard held at its last value
+            # kept gating the user's first words after the pause and blurred their transcript.)
+            # Over the window: the larger of its hops' (the louder echo may be in either)
+            self._echo.append((frame.echo_guard, frame.echo_level))
+            self._echo_guard = max(g for g, _ in self._echo)
+            self._echo_level = max(e for _, e in self._echo)
+            block = InputAudioFrame(pcm=new, sample_rate=16000, stream_pos=self._buf_pos,
                                     capture_time=self._buf_capture)
-            self._buf_pos += WINDOW
-            self._buf_capture += WINDOW / 16000
-            self._window(block, raw)
+            self._buf_pos += self.hop
+            self._buf_capture += self.hop / 16000
+            self._window(block)
 
-    def _talk_over(self, raw: np.ndarray) -> float:
+    def _talk_over(self, raw: np.ndarray, phase: int) -> float:
         """Silero's probability for the window before echo cancellation if it is louder than
         the engine's echo can be (the user talking over it), else 0."""
         if self._echo_level <= 0:
             self._raw_warm = False
             return 0.0
         if not self._raw_warm:  # its recurrent state is from another stretch of echo
-            self.silero_raw.reset_states()
+            for model in self.silero_raw:
+                model.reset_states()
             self._raw_warm = True
-        prob = float(self.silero_raw(to_float32(raw), 16000)[0][0])
+        prob = float(self.silero_raw[phase](to_float32(raw), 16000)[0][0])
         return prob if rms(raw) >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
 
-    def _window(self, block: InputAudioFrame, raw: np.ndarray) -> None:
-        t = block.stream_pos / 16000
+    def _window(self, block: InputAudioFrame) -> None:
+        """One window: the last ``WINDOW`` samples, ``block`` (the newest hop) last."""
+        t = (block.stream_pos + self.hop - WINDOW) / 16000  # where the window starts
         strict, onset, uncertain = None, 1, False
-        prob = self.speech_prob(block.pcm)
-        talk_over = self._talk_over(raw)
-        level = rms(block.pcm)
-        if self._raw_rms >= 0:  # a converging canceller may add echo: count only what the mic had
-            level = min(level, self._raw_rms)
+        phase = self.windows % self.phases
+        self.windows += 1
+        prob = self.speech_prob(self._win, phase)
+        talk_over = self._talk_over(self._raw_win, phase)
+        # a converging canceller may add echo: count only what the mic had
+        level = min(rms(self._win), rms(self._raw_win))
         self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1),
                              round(talk_over, 3)))
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
@@ -134,7 +151,7 @@ class VADStage(Stage):
             self.strict_windows += 1
             # one window of the canceller's leak must not pause the reply: not while it converges,
             # and (one pause in a long file-mode reply with one window allowed) not after either
-            strict, onset = self.cfg.echo.vad_threshold, 2
+            strict, onset = self.cfg.echo.vad_threshold, self.endpointer.windows_spanning(2 * WINDOW / 16000)
             if not self.endpointer.in_speech and level < self._echo_guard:
                 uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo

@@ -54,6 +54,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from pipeline.endpointing import Endpointer  # noqa: E402
+
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 REFERENCE = {"pipecat_1.14_voice_to_voice_p50_s": 1.64,
              "note": "pipecat 1.14 on this machine, same models, LLM server with 200 ms time to first token"}
@@ -554,7 +556,9 @@ def run_turn(engine, q: dict[str, Any], out_wav: Path, endpoint_s: float, timeou
     if not ok:
         return row
     end = q["true_speech_end_s"]
-    endpoint_eff = max(1, round(endpoint_s / 0.032)) * 0.032  # the endpointer counts 32 ms windows
+    # the endpointer counts 32 ms windows, one per hop (the mic's block)
+    hop = engine.cfg.audio.input_block_ms / 1000
+    endpoint_eff = 0.032 + (Endpointer(hop_s=hop).windows_spanning(endpoint_s) - 1) * hop
     v2v = ev["first_reply_sample_out"] - end
     transcript_delay = ev["transcript_final"] - ev["user_speech_stopped"]
     m = {

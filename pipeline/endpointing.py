@@ -3,9 +3,14 @@
 Pure logic (no model) so it can be tested on synthetic windows. Times are
 positions in the input stream, in seconds: the start is back-dated to the
 first speech window, the end to the first silent window after speech.
+
+Windows may overlap: one every ``hop_s`` (Silero's 32 ms window every 16 ms
+sees a word's start 16 ms sooner on average). Durations count the audio the
+windows span, so a run of n windows covers ``window_s + (n - 1) * hop_s``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -21,22 +26,27 @@ class SpeechEvent:
 class Endpointer:
     def __init__(self, window_s: float = 0.032, threshold: float = 0.5, neg_threshold: float = 0.35,
                  min_speech_s: float = 0.096, endpoint_silence_s: float = 0.5, pause_s: float = 0.0,
-                 onset_gap_s: float = 0.064) -> None:
+                 onset_gap_s: float = 0.064, hop_s: float | None = None) -> None:
         self.window_s = window_s
+        self.hop_s = window_s if hop_s is None else hop_s
         self.threshold = threshold
         self.neg_threshold = neg_threshold
-        self.min_speech_windows = max(1, round(min_speech_s / window_s))
-        self.endpoint_windows = max(1, round(endpoint_silence_s / window_s))
-        self.pause_windows = max(1, round(pause_s / window_s)) if pause_s > 0 else 0
+        self.min_speech_windows = self.windows_spanning(min_speech_s)
+        self.endpoint_windows = self.windows_spanning(endpoint_silence_s)
+        self.pause_windows = self.windows_spanning(pause_s) if pause_s > 0 else 0
         # a starting run survives this much non-speech: under the engine's echo the guard gates the
         # user's quieter windows, and a run broken at the first one resumed the paused reply only
         # for the next window to pause it again (a stutter, and the stop came 0.3-0.5 s late)
-        self.onset_gap_windows = max(0, round(onset_gap_s / window_s))
+        self.onset_gap_windows = max(0, round(onset_gap_s / self.hop_s))
         self.in_speech = False
         self._run = 0  # windows voting for the other state (consecutive, but for onset gaps)
         self._gap = 0  # non-speech windows since the starting run's last speech window
         self._run_start = 0.0
         self._onset_sent = False  # the starting run's onset (the windows asked for can change per window)
+
+    def windows_spanning(self, seconds: float) -> int:
+        """How many windows in a row span at least ``seconds`` of audio (at least one)."""
+        return max(1, math.ceil((seconds - self.window_s) / self.hop_s - 1e-6) + 1)
 
     def reset(self) -> None:
         self.in_speech = False
@@ -44,7 +54,7 @@ class Endpointer:
 
     def update(self, prob: float, t: float, start_threshold: float | None = None,
                onset_windows: int = 1, uncertain: bool = False) -> SpeechEvent | None:
-        """Feed the probability of the window starting at stream time ``t``.
+        """Feed the probability of the window starting at stream time ``t`` (one per hop).
 
         ``start_threshold`` replaces ``threshold`` for starting speech, and the
         onset needs ``onset_windows`` windows (stricter while the engine's own

@@ -72,16 +72,14 @@ class InputAudioFrame(AudioFrame):
     # while the engine talks: the RMS (int16) below which this audio is taken for what is
     # left of the engine's own voice after echo cancellation (0: no echo possible)
     echo_guard: float = 0.0
-    # RMS (int16) of this audio before echo cancellation (-1: not measured). A canceller
-    # still converging can *add* a misestimated echo (measured: residual 4x the echo it
-    # was given), so the guard compares the quieter of the two: what it can not have added
-    raw_rms: float = -1.0
     # while the engine's voice may be in the mic: that voice's level as it reaches the mic (RMS,
-    # an upper bound: the loudest playback of the echo's reach times the measured coupling),
-    # and this audio before cancellation. AEC3 mutes the first ~100 ms (96-128 measured) of a
-    # user talking over the echo (its double-talk onset); before cancellation, speech louder
-    # than the echo can be is the user, heard that much sooner
+    # an upper bound: the loudest playback of the echo's reach times the measured coupling)
     echo_level: float = 0.0
+    # this audio before echo cancellation (None: not cancelled). A canceller still converging
+    # can *add* a misestimated echo (measured: residual 4x the echo it was given), so the guard
+    # compares the quieter of the two: what it can not have added. And AEC3 mutes the first
+    # ~100 ms (96-128 measured) of a user talking over the echo (its double-talk onset); before
+    # cancellation, speech louder than the echo can be is the user, heard that much sooner
     raw_pcm: np.ndarray | None = None
 
     input_side: ClassVar[bool] = True

@@ -7,6 +7,7 @@ import pytest
 from actors.stt import transcribe
 from actors.vad import VADStage
 from pipeline.audio import load_audio, to_float32
+from pipeline.config import CONFIG_DIR, load_config
 from pipeline.frames import InputAudioFrame
 from tests.conftest import speech_span
 
@@ -31,8 +32,9 @@ class RecordingVAD(VADStage):
 def run_vad(cfg, pcm: np.ndarray) -> RecordingVAD:
     vad = RecordingVAD(cfg)
     vad.setup()
-    for i in range(0, len(pcm) - 511, 512):
-        vad.push(InputAudioFrame(pcm=pcm[i:i + 512], sample_rate=16000, stream_pos=i))
+    b = vad.hop  # the mic's blocks
+    for i in range(0, len(pcm) - b + 1, b):
+        vad.push(InputAudioFrame(pcm=pcm[i:i + b], sample_rate=16000, stream_pos=i))
     return vad
 
 
@@ -127,11 +129,11 @@ def test_a_synthesis_in_flight_can_be_aborted(test_config):
     assert len(audio) > 0
 
 
-def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float) -> list[InputAudioFrame]:
+def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float, block: int) -> list[InputAudioFrame]:
     """Mic frames as the mic stage makes them under open-speaker echo: ``raw_pcm`` holds the echo
     (the engine's voice at -6 dB) plus the user, ``pcm`` what AEC3 leaves: the user only, with
     their first ``suppressed_s`` muted (its double-talk onset). ``echo_level`` is the mic stage's
-    bound: the loudest 20 ms of the echo over the last 150 ms."""
+    bound: the loudest 20 ms of the echo over the last 150 ms. ``block``: the mic's block."""
     raw = (echo.astype(np.int32) + user).clip(-32768, 32767).astype(np.int16)
     heard = np.flatnonzero(np.abs(user) > 300)
     out = user.copy()
@@ -140,10 +142,11 @@ def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float) -> lis
     e = echo.astype(np.float32)
     rms20 = np.sqrt(np.convolve(e * e, np.ones(320) / 320, mode="same"))
     frames = []
-    for i in range(0, len(raw) - 511, 512):
-        level = float(rms20[max(0, i - 2400):i + 512].max())
-        frames.append(InputAudioFrame(pcm=out[i:i + 512], sample_rate=16000, stream_pos=i, raw_pcm=raw[i:i + 512],
-                                      echo_level=level, echo_guard=level * 10 ** (-10 / 20)))
+    for i in range(0, len(raw) - block + 1, block):
+        level = float(rms20[max(0, i - 2400):i + block].max())
+        frames.append(InputAudioFrame(pcm=out[i:i + block], sample_rate=16000, stream_pos=i,
+                                      raw_pcm=raw[i:i + block], echo_level=level,
+                                      echo_guard=level * 10 ** (-10 / 20)))
     return frames
 
 
@@ -163,17 +166,40 @@ def test_vad_hears_the_user_over_the_echo_before_the_canceller_lets_them_through
     t_user = np.flatnonzero(np.abs(user) > 300)[0] / 16000
     vad = RecordingVAD(test_config)
     vad.setup()
-    for f in _echo_frames(echo, user, suppressed_s=0.128):
+    for f in _echo_frames(echo, user, suppressed_s=0.128, block=vad.hop):
         vad.push(f)
     onsets = [d for n, d in vad.events if n == "user_speech_onset"]
     assert onsets and t_user - 0.032 <= onsets[0]["audio_time"] < t_user + 0.128, (t_user, onsets)
     assert vad.talk_over_windows > 0
 
 
+def test_a_16ms_hop_hears_the_user_over_the_echo_sooner(speech, test_config):
+    """The same user over the same echo, starting at 8 offsets 4 ms apart: a window every 16 ms
+    finds the onset no later than one every 32 ms each time (its second model state sees the
+    very windows the 32 ms VAD sees), and sooner on average."""
+    echo = _reply_echo(speech, 4.0)
+    words = load_audio(speech("What about the weather?", name="user", pad_s=(1.5, 0.5)))
+    found: dict[int, list[float]] = {16: [], 32: []}
+    for shift in range(0, 8 * 64, 64):
+        user = np.zeros(len(echo), np.int16)
+        part = words[:len(echo) - shift]
+        user[shift:shift + len(part)] = part
+        for ms in (16, 32):
+            cfg = load_config(CONFIG_DIR / "test.toml", [f"audio.input_block_ms={ms}"])
+            vad = RecordingVAD(cfg)
+            vad.setup()
+            for f in _echo_frames(echo, user, suppressed_s=0.128, block=vad.hop):
+                vad.push(f)
+            onset = next(d for n, d in vad.events if n == "user_speech_onset")
+            found[ms].append(onset["audio_time"] + onset["detect_lag"])  # when it was known
+    assert all(a <= b + 1e-9 for a, b in zip(found[16], found[32])), found
+    assert np.mean(found[16]) < np.mean(found[32]), found
+
+
 def test_vad_takes_the_echo_alone_for_no_one(speech, test_config):
     vad = RecordingVAD(test_config)
     vad.setup()
     echo = _reply_echo(speech, 6.0)
-    for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0):
+    for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0, block=vad.hop):
         vad.push(f)
     assert [n for n, _ in vad.events] == [] and vad.talk_over_windows == 0

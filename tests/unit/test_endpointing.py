@@ -208,3 +208,19 @@ def test_onset_once_per_run_when_the_windows_it_needs_change_mid_run():
     assert ep.update(SPEECH, 2 * W, onset_windows=1) is None  # not again in the same run
     assert ep.update(SPEECH, 3 * W, onset_windows=2) is None
     assert ep.update(SPEECH, 4 * W).kind == "start"
+
+
+def test_overlapping_windows_count_the_audio_they_span():
+    """A 32 ms window every 16 ms: a run of n windows spans 32 + 16 (n - 1) ms, so speech starts
+    after 5 (96 ms), the endpoint takes 31 (512 ms), and each decision is dated to its window."""
+    hop = 0.016
+    ep = make(hop_s=hop)
+    assert (ep.min_speech_windows, ep.endpoint_windows, ep.pause_windows) == (5, 31, 9)
+    events = []
+    for i, p in enumerate([SILENCE] * 10 + [SPEECH] * 20 + [SILENCE] * 40):
+        ev = ep.update(p, i * hop)  # the window starting at i * hop
+        if ev is not None and ev.kind in ("start", "stop"):
+            events.append((i, ev))
+    (i0, start), (i1, stop) = events
+    assert i0 == 14 and start.audio_time == pytest.approx(10 * hop) and start.detected_at == pytest.approx(14 * hop + W)
+    assert stop.detected_at - stop.audio_time >= 0.512 and i1 == 30 + 31 - 1
