@@ -4,6 +4,9 @@ Speculative start: when the VAD reports a pause (silence shorter than the
 endpoint), transcription of the speech so far starts at once. If the pause
 turns into the endpoint, that result is used and the endpoint wait hid the
 STT time; if the user speaks on, it is discarded (the next pause starts anew).
+An empty speculative result is not taken as the last word: the whole utterance
+is transcribed again (Whisper's no-speech score is borderline on speech the echo
+canceller muted in part, and the cut at the pause tipped it: see ``_finish``).
 """
 from __future__ import annotations
 
@@ -92,10 +95,12 @@ class STTStage(Stage):
         self.last_rtf = 0.0
         self.speculative_used = 0
         self.speculative_wasted = 0
+        self.speculative_retried = 0  # empty speculative results checked on the whole utterance
 
     def extra_stats(self) -> dict:
         return {"last_rtf": self.last_rtf, "thread_nice": self.worker.thread_nice(),
-                "speculative_used": self.speculative_used, "speculative_wasted": self.speculative_wasted}
+                "speculative_used": self.speculative_used, "speculative_wasted": self.speculative_wasted,
+                "speculative_retried": self.speculative_retried}
 
     def _timed_transcribe(self, audio: np.ndarray) -> tuple[str, float]:
         t = time.perf_counter()
@@ -139,11 +144,21 @@ class STTStage(Stage):
     def _finish(self, stop: UserStoppedSpeakingFrame) -> None:
         # every pause is followed by speech (a new pause) or by this stop, so
         # the latest speculative run covers all the speech of the utterance
-        if self._spec is not None:
+        spec = self._spec
+        if spec is not None:
             self.speculative_used += 1
-        fut, t0, audio_s = self._spec or self._start_transcription()
-        self._spec, self._chunks = None, []
+        fut, t0, audio_s = spec or self._start_transcription()
         text, took = fut.result()
+        if not text and spec is not None:
+            # a barge-in's "What about the weather?" (its start muted by the canceller) came back
+            # empty from the audio up to the pause (no-speech score >= 0.6) and as "I'm out of the
+            # weather." from the whole utterance: once in 24 barge-ins, and the reply went on as if
+            # the user had said nothing. Bursts pay this second run; they are not waited for
+            fut, _, audio_s = self._start_transcription()
+            text, again = fut.result()
+            took += again
+            self.speculative_retried += 1
+        self._spec, self._chunks = None, []
         self.last_rtf = took / max(audio_s, 1e-6)
         self.emit("session", TranscriptFrame(text=text, final=True, utterance_id=stop.utterance_id,
                                              audio_start=self._start, audio_end=stop.audio_time))
