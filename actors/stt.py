@@ -4,9 +4,10 @@ Speculative start: when the VAD reports a pause (silence shorter than the
 endpoint), transcription of the speech so far starts at once. If the pause
 turns into the endpoint, that result is used and the endpoint wait hid the
 STT time; if the user speaks on, it is discarded (the next pause starts anew).
-An empty speculative result is not taken as the last word: the whole utterance
-is transcribed again (Whisper's no-speech score is borderline on speech the echo
-canceller muted in part, and the cut at the pause tipped it: see ``_finish``).
+An empty speculative result after half a second of speech is not taken as the
+last word: the whole utterance is transcribed again (Whisper's no-speech score is
+borderline on speech the echo canceller muted in part, and the cut at the pause
+tipped it: see ``_finish``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from pipeline.frames import (Frame, FrameError, InputAudioFrame, TranscriptFrame
 
 
 SHORT_CONTEXT_MAX_S = 27.0  # longer utterances take faster-whisper's standard 30 s windows
+# an empty speculative result is checked again only after this much speech before the pause: a
+# hum ("hm") is not asked twice, where Whisper may make a word of it (and the word cut the reply)
+RETRY_MIN_SPEECH_S = 0.5
 
 
 def _context_frames(audio_s: float) -> int:
@@ -92,6 +96,7 @@ class STTStage(Stage):
         self._utterance = 0
         self._start = 0.0
         self._spec = None  # (future, t_start, audio seconds) of a speculative transcription
+        self._spoken_s = 0.0  # speech before the last pause (s)
         self.last_rtf = 0.0
         self.speculative_used = 0
         self.speculative_wasted = 0
@@ -120,6 +125,7 @@ class STTStage(Stage):
             if self._spec is not None:
                 self.speculative_wasted += 1  # the user spoke on after the last pause
             self._spec = spec = self._start_transcription()
+            self._spoken_s = frame.audio_time - self._start
             utterance = self._utterance
             # the early words go to the session at once (preemptive reply), unless
             # the user spoke on or the endpoint came first
@@ -149,11 +155,11 @@ class STTStage(Stage):
             self.speculative_used += 1
         fut, t0, audio_s = spec or self._start_transcription()
         text, took = fut.result()
-        if not text and spec is not None:
+        if not text and spec is not None and self._spoken_s >= RETRY_MIN_SPEECH_S:
             # a barge-in's "What about the weather?" (its start muted by the canceller) came back
             # empty from the audio up to the pause (no-speech score >= 0.6) and as "I'm out of the
             # weather." from the whole utterance: once in 24 barge-ins, and the reply went on as if
-            # the user had said nothing. Bursts pay this second run; they are not waited for
+            # the user had said nothing
             fut, _, audio_s = self._start_transcription()
             text, again = fut.result()
             took += again

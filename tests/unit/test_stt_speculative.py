@@ -72,7 +72,14 @@ def test_words_at_the_pause_are_used_without_a_second_run(stt):
     assert len(calls) == 1 and s.speculative_used == 1 and s.speculative_retried == 0
 
 
-def test_a_burst_stays_empty(stt):
+def test_no_words_stay_no_words(stt):
     s, calls, state = stt  # no words in any of it
-    assert utterance(s, speech_s=0.3) == ""
+    assert utterance(s) == ""
     assert len(calls) == 2  # checked once more, still nothing
+
+
+def test_a_hum_is_not_asked_twice(stt):
+    s, calls, state = stt
+    state["heard_from_s"] = 0.5  # Whisper would make a word of the hum with its trailing silence
+    assert utterance(s, speech_s=0.3, after_pause_s=0.35) == ""
+    assert len(calls) == 1 and s.speculative_retried == 0
