@@ -1,9 +1,9 @@
 """Mic stage: a sound device, or a WAV file paced like one.
 
-Emits InputAudioFrames of ``audio.input_block_ms`` (16 ms, the VAD's hop) at 16 kHz to the VAD. A file source is fed at
-real-time pace (each block when a real mic would deliver it) and followed by
-silence, as a live mic would be; ``realtime=False`` feeds it as fast as the
-pipeline takes it.
+Emits InputAudioFrames of ``audio.input_block_ms`` (16 ms, the VAD's hop) at
+16 kHz to the VAD. A file source is fed at real-time pace (each block when a
+real mic would deliver it) and followed by silence, as a live mic would be;
+``realtime=False`` feeds it as fast as the pipeline takes it.
 
 Echo path: the engine's own output, read from the shared playback clock for
 the same wall-clock span, is the reference of a WebRTC echo canceller, and

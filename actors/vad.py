@@ -44,6 +44,8 @@ class VADStage(Stage):
         self.endpointer = Endpointer(WINDOW / 16000, v.threshold, v.neg_threshold,
                                      v.min_speech_ms / 1000, v.endpoint_silence_ms / 1000,
                                      v.speculative_silence_ms / 1000, hop_s=self.hop / 16000)
+        # under echo an onset takes two windows' worth of audio (see _window): 2 at 32 ms, 3 at 16
+        self._echo_onset_windows = self.endpointer.windows_spanning(2 * WINDOW / 16000)
         hop_ms = self.cfg.audio.input_block_ms
         self.pre_roll_windows = max(1, v.pre_roll_ms // hop_ms)
         # windows before the speech start with their probability (after the echo guard): under
@@ -121,9 +123,9 @@ class VADStage(Stage):
             self._buf_capture += self.hop / 16000
             self._window(block)
 
-    def _talk_over(self, raw: np.ndarray, phase: int) -> float:
-        """Silero's probability for the window before echo cancellation if it is louder than
-        the engine's echo can be (the user talking over it), else 0."""
+    def _talk_over(self, raw: np.ndarray, raw_level: float, phase: int) -> float:
+        """Silero's probability for the window before echo cancellation (RMS ``raw_level``) if it
+        is louder than the engine's echo can be (the user talking over it), else 0."""
         if self._echo_level <= 0:
             self._raw_warm = False
             return 0.0
@@ -132,7 +134,7 @@ class VADStage(Stage):
                 model.reset_states()
             self._raw_warm = True
         prob = float(self.silero_raw[phase](to_float32(raw), 16000)[0][0])
-        return prob if rms(raw) >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
+        return prob if raw_level >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
 
     def _window(self, block: InputAudioFrame) -> None:
         """One window: the last ``WINDOW`` samples, ``block`` (the newest hop) last."""
@@ -140,10 +142,11 @@ class VADStage(Stage):
         strict, onset, uncertain = None, 1, False
         phase = self.windows % self.phases
         self.windows += 1
+        raw_level = rms(self._raw_win)
         prob = self.speech_prob(self._win, phase)
-        talk_over = self._talk_over(self._raw_win, phase)
+        talk_over = self._talk_over(self._raw_win, raw_level, phase)
         # a converging canceller may add echo: count only what the mic had
-        level = min(rms(self._win), rms(self._raw_win))
+        level = min(rms(self._win), raw_level)
         self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1),
                              round(talk_over, 3)))
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
@@ -151,7 +154,7 @@ class VADStage(Stage):
             self.strict_windows += 1
             # one window of the canceller's leak must not pause the reply: not while it converges,
             # and (one pause in a long file-mode reply with one window allowed) not after either
-            strict, onset = self.cfg.echo.vad_threshold, self.endpointer.windows_spanning(2 * WINDOW / 16000)
+            strict, onset = self.cfg.echo.vad_threshold, self._echo_onset_windows
             if not self.endpointer.in_speech and level < self._echo_guard:
                 uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo
