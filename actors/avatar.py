@@ -39,8 +39,8 @@ from actors.base import Stage, stage_actor
 from avatar.emotion import CharacterState, ExpressionMap, Mood, split_emotions
 from avatar.settings import AvatarError
 from pipeline.config import Config
-from pipeline.frames import ChunkAudibleFrame, Frame, FrameError
-from pipeline.playback_clock import PlaybackClock, segment_name
+from pipeline.flow.frames import ChunkAudibleFrame, Frame, FrameError
+from pipeline.audio.playback_clock import PlaybackClock, segment_name
 
 START_TIMEOUT_S = 60.0
 TRACK_S = 600.0  # seconds of mouth track kept for mouth_track() (30 fps: 18000 pairs)

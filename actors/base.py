@@ -20,10 +20,10 @@ from typing import Any
 
 import ray
 
-from pipeline.cancellation import ResponseGate
+from pipeline.flow.gate import ResponseGate
 from pipeline.config import Config
-from pipeline.frames import ControlFrame, EventFrame, Frame
-from pipeline.queues import OrderedInbox, SeqCounter
+from pipeline.flow.frames import ControlFrame, EventFrame, Frame
+from pipeline.flow.ordering import OrderedInbox, SeqCounter
 
 CONTROL_GROUP = {"control": 1}
 

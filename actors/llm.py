@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from actors.base import Stage, stage_actor
-from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMRequestFrame, LLMTokenFrame
+from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMRequestFrame, LLMTokenFrame
 
 
 class LLMStage(Stage):

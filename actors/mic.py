@@ -23,12 +23,12 @@ from collections import deque
 import numpy as np
 
 from actors.base import Stage, stage_actor
-from pipeline.audio import Resampler, load_audio, rms
-from pipeline.echo_cancel import LEAK_CORRELATION
-from pipeline.echo_path import EchoPath
-from pipeline.frames import Frame, FrameError, InputAudioFrame
-from pipeline.playback_clock import REF_RATE, PlaybackClock, ReferenceCursor, segment_name
-from pipeline.stream_time import StreamClock, StreamTime
+from pipeline.audio.convert import Resampler, load_audio, rms
+from pipeline.audio.echo_cancel import LEAK_CORRELATION
+from pipeline.audio.echo_path import EchoPath
+from pipeline.flow.frames import Frame, FrameError, InputAudioFrame
+from pipeline.audio.playback_clock import REF_RATE, PlaybackClock, ReferenceCursor, segment_name
+from pipeline.audio.stream_time import StreamClock, StreamTime
 
 RATE = 16000
 ECHO_REACH_S = 0.15  # the longest acoustic echo delay guarded against
@@ -88,7 +88,7 @@ class MicStage(Stage):
         ms = self.cfg.audio.input_block_ms  # its windows are ~0.5 s and its tail ~0.2 s of blocks
         self.echo_path = EchoPath(window_blocks=max(1, 512 // ms), tail_blocks=max(1, 192 // ms))
         if self.cfg.echo.cancel:
-            from pipeline.echo_cancel import EchoCanceller
+            from pipeline.audio.echo_cancel import EchoCanceller
 
             self.aec = EchoCanceller(self.block)
 
@@ -245,7 +245,7 @@ class MicStage(Stage):
 
     # ------------------------------------------------------------ device
     def start_device(self) -> dict:
-        from pipeline.devices import check_devices
+        from pipeline.audio.devices import check_devices
 
         info, _ = check_devices(self.cfg.audio.input_device, self.cfg.audio.output_device)
         self.stop()
@@ -259,7 +259,7 @@ class MicStage(Stage):
         return {"device": info["name"], "rate": info["default_samplerate"], "delivering": delivering}
 
     def _feed_device(self) -> None:
-        from pipeline.devices import import_sounddevice
+        from pipeline.audio.devices import import_sounddevice
 
         sd = import_sounddevice()
         self.event("input_started", source="device")

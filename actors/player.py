@@ -20,12 +20,12 @@ import numpy as np
 import ray
 
 from actors.base import Stage, stage_actor
-from pipeline.audio import Resampler
-from pipeline.frames import (ChunkAudibleFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
+from pipeline.audio.convert import Resampler
+from pipeline.flow.frames import (ChunkAudibleFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
                              TTSAudioFrame)
-from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
-from pipeline.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
-from pipeline.stream_time import StreamClock, StreamTime
+from pipeline.audio.playback_clock import REF_RATE, PlaybackClock, segment_name
+from pipeline.audio.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
+from pipeline.audio.stream_time import StreamClock, StreamTime
 
 
 class WavSink:
@@ -112,7 +112,7 @@ class DeviceSink:
         threading.Thread(target=self._watch, name="player-watchdog", daemon=True).start()
 
     def _open(self):
-        from pipeline.devices import import_sounddevice
+        from pipeline.audio.devices import import_sounddevice
 
         sd = import_sounddevice()
         stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="int16", blocksize=self.block,
@@ -251,7 +251,7 @@ class PlayerStage(Stage):
 
     @ray.method(concurrency_group="control")
     def heard(self, response_id: int) -> list[dict]:
-        """Each chunk of a reply with the samples of it played so far (see pipeline.heard_text)."""
+        """Each chunk of a reply with the samples of it played so far (see pipeline.conversation.heard_text)."""
         return self.buf.heard(response_id)
 
     # The sink thread (or the audio callback) must not block on Ray: hand off.

@@ -1,4 +1,4 @@
-"""Session actor: hosts ``pipeline.session.Session`` and fans control out to every stage."""
+"""Session actor: hosts ``pipeline.conversation.session.Session`` and fans control out to every stage."""
 from __future__ import annotations
 
 import threading
@@ -7,9 +7,9 @@ from typing import Any
 import ray
 
 from actors.base import Stage, stage_actor
-from pipeline.frames import Frame, FrameError
-from pipeline.inputs import parse_input
-from pipeline.session import Session
+from pipeline.flow.frames import Frame, FrameError
+from pipeline.conversation.inputs import parse_input
+from pipeline.conversation.session import Session
 
 
 class SessionStage(Stage):

@@ -17,8 +17,8 @@ import numpy as np
 
 from actors.base import Stage, stage_actor
 from models.runtime import InferenceThread
-from pipeline.audio import to_float32
-from pipeline.frames import (Frame, FrameError, InputAudioFrame, TranscriptFrame, UserPausedFrame,
+from pipeline.audio.convert import to_float32
+from pipeline.flow.frames import (Frame, FrameError, InputAudioFrame, TranscriptFrame, UserPausedFrame,
                              UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
 
 

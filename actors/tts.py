@@ -12,9 +12,9 @@ import numpy as np
 
 from actors.base import Stage, stage_actor
 from models.runtime import InferenceThread
-from pipeline.audio import to_int16
-from pipeline.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMTokenFrame, TTSAudioFrame
-from pipeline.text_chunker import Chunk, TextChunker
+from pipeline.audio.convert import to_int16
+from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMTokenFrame, TTSAudioFrame
+from pipeline.conversation.text_chunker import Chunk, TextChunker
 
 
 class TTSStage(Stage):

@@ -14,9 +14,9 @@ from collections import deque
 import numpy as np
 
 from actors.base import Stage, stage_actor
-from pipeline.audio import rms, to_float32
-from pipeline.endpointing import Endpointer
-from pipeline.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame,
+from pipeline.audio.convert import rms, to_float32
+from pipeline.audio.endpointing import Endpointer
+from pipeline.flow.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame,
                              UserStoppedSpeakingFrame)
 
 WINDOW = 512  # samples at 16 kHz

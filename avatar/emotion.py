@@ -4,8 +4,8 @@ from emotions to Live2D expressions and motions.
 The LLM may write ``[happy]``, ``[Sad]``, ``[very happy]``... anywhere in a reply. Every
 bracketed run of one to four words that is not a markdown link (``[text](url)``) is a tag,
 known or not ("[laughs]" read aloud helps nobody): never spoken (``strip_tags``, used by
-pipeline.text_chunker), never counted as a word (``blank_tags``, used by
-pipeline.heard_text and the chunker's word cut). Only tags naming an emotion of
+pipeline.conversation.text_chunker), never counted as a word (``blank_tags``, used by
+pipeline.conversation.heard_text and the chunker's word cut). Only tags naming an emotion of
 ``EMOTIONS`` (directly or through ``ALIASES``) become cues. The price: a real bracketed
 word ("press [Enter]") is not read either.
 

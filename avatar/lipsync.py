@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.playback_clock import REF_RATE
+from pipeline.audio.playback_clock import REF_RATE
 
 if TYPE_CHECKING:
-    from pipeline.playback_clock import PlaybackClock
+    from pipeline.audio.playback_clock import PlaybackClock
 
 _FULL_SCALE = 32768.0
 

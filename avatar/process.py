@@ -279,7 +279,7 @@ class _MouthSource:
         # the player may create the clock after the avatar starts: retry now and then
         now = time.monotonic()
         if self.clock is None and self.clock_name and now >= self._next_attach:
-            from pipeline.playback_clock import PlaybackClock
+            from pipeline.audio.playback_clock import PlaybackClock
 
             self.clock = PlaybackClock.attach(self.clock_name)
             self._next_attach = now + self.RETRY_ATTACH_S

@@ -1,6 +1,6 @@
 """Barge-in on virtual audio devices, measured from the signals.
 
-The engine runs on PulseAudio null sinks (``pipeline/virtual_audio.py``): its
+The engine runs on PulseAudio null sinks (``tests/rigs/virtual_audio.py``): its
 speaker is ``kokoro_spk``, its mic ``user_mouth.monitor``. A probe process
 plays the user's clips into ``user_mouth`` and records both the speaker and
 the mic on one clock (``kokoro_bus.monitor``), so every figure below comes from
@@ -38,10 +38,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
-from pipeline.espeak import espeak_wav  # noqa: E402
-from pipeline.fake_llm import FakeLLM  # noqa: E402
-from pipeline.graph import Engine  # noqa: E402
-from pipeline.virtual_audio import Clip, VirtualAudio, first_loud, first_silence, refresh_portaudio  # noqa: E402
+from tests.rigs.espeak import espeak_wav  # noqa: E402
+from tests.rigs.fake_llm import FakeLLM  # noqa: E402
+from pipeline.runtime.engine import Engine  # noqa: E402
+from tests.rigs.virtual_audio import Clip, VirtualAudio, first_loud, first_silence, refresh_portaudio  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # a long first clause: its audio runs ~6 s with no gap, so "silent" can only mean "stopped"
@@ -57,7 +57,7 @@ def espeak(text: str, path: Path) -> Path:
 
 def burst(path: Path, ms: int, seed: int) -> Path:
     """A voiced hum (like "hm") of ``ms`` milliseconds: speech-like, too short to be a turn."""
-    from pipeline.audio import write_wav
+    from pipeline.audio.convert import write_wav
 
     rate = 48000
     t = np.arange(int(ms / 1000 * rate)) / rate

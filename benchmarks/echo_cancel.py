@@ -5,7 +5,7 @@ tests use) plays from a simulated speaker: the mic hears it 30, 50 or 80 ms
 later at -6 dB, either as a pure delayed copy ("direct") or through a small
 room ("room": a speaker low-pass plus a 0.25 s reverb tail), plus low noise.
 In the double-talk runs a user phrase (espeak-ng, another voice) is mixed in
-while the echo goes on. Everything runs through ``pipeline.echo_cancel.EchoCanceller``
+while the echo goes on. Everything runs through ``pipeline.audio.echo_cancel.EchoCanceller``
 in the mic stage's 512-sample blocks, and Silero (as actors/vad.py runs it)
 scores every 32 ms window of:
 
@@ -40,9 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.audio import read_wav  # noqa: E402
-from pipeline.espeak import espeak_wav  # noqa: E402
-from pipeline.echo_cancel import (BLOCK, PLAYBACK_VAD_THRESHOLD, RATE, WARMUP_S,  # noqa: E402
+from pipeline.audio.convert import read_wav  # noqa: E402
+from tests.rigs.espeak import espeak_wav  # noqa: E402
+from pipeline.audio.echo_cancel import (BLOCK, PLAYBACK_VAD_THRESHOLD, RATE, WARMUP_S,  # noqa: E402
                                   WARMUP_VAD_THRESHOLD, EchoCanceller)
 
 REPLY = ("Sure, I can help with that. The weather tomorrow looks sunny, with a light breeze in the afternoon. "
@@ -69,7 +69,7 @@ def espeak_pcm(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
 def kokoro_pcm(texts: list[str]) -> list[np.ndarray]:
     """Kokoro (the engine's configured voice) at 24 kHz, resampled to 16 kHz as the player's reference."""
     from models.registry import load_kokoro
-    from pipeline.audio import Resampler, to_int16
+    from pipeline.audio.convert import Resampler, to_int16
     from pipeline.config import load_config
 
     cfg = load_config(None)
@@ -311,7 +311,7 @@ t = time.perf_counter()
 from livekit import rtc
 t_import = time.perf_counter() - t
 r1 = rss()
-from pipeline.echo_cancel import EchoCanceller
+from pipeline.audio.echo_cancel import EchoCanceller
 t = time.perf_counter()
 aec = EchoCanceller()
 t_create = time.perf_counter() - t

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.stt import transcribe  # noqa: E402
 from models.registry import load_kokoro, load_whisper  # noqa: E402
-from pipeline.audio import Resampler, to_float32, to_int16  # noqa: E402
+from pipeline.audio.convert import Resampler, to_float32, to_int16  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.text_chunker import TextChunker  # noqa: E402
+from pipeline.conversation.text_chunker import TextChunker  # noqa: E402
 
 REPLIES = [
     "The capital of France is Paris. It sits on the river Seine.",

@@ -97,7 +97,7 @@ def one_run(engine, question: Path, tmp: Path, i: int) -> dict[str, Any]:
     import ray
 
     from avatar.lipsync import lag_and_correlation
-    from pipeline.audio import read_wav
+    from pipeline.audio.convert import read_wav
 
     avatar = engine.actors["avatar"]
     pid = ray.get(avatar.status.remote())["window_pid"]
@@ -157,7 +157,7 @@ def plot(result: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "matplotlib not installed: no PNG (pip install -e '.[bench]')"
     from avatar.lipsync import envelope, level_db
-    from pipeline.audio import read_wav
+    from pipeline.audio.convert import read_wav
 
     run = next(r for r in result["runs"] if "_plot" in r)
     p = run["_plot"]
@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from avatar.xvfb import Xvfb
     from pipeline.config import CONFIG_DIR, load_config
-    from pipeline.espeak import espeak_wav
-    from pipeline.fake_llm import FakeLLM
-    from pipeline.graph import Engine
+    from tests.rigs.espeak import espeak_wav
+    from tests.rigs.fake_llm import FakeLLM
+    from pipeline.runtime.engine import Engine
 
     result: dict[str, Any] = {"machine": machine_info(), "reply_chars": len(REPLY), "question": QUESTION,
                               "model": args.model, "runs": []}

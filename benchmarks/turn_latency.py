@@ -54,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from pipeline.endpointing import Endpointer  # noqa: E402
+from pipeline.audio.endpointing import Endpointer  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 REFERENCE = {"pipecat_1.14_voice_to_voice_p50_s": 1.64,
@@ -257,7 +257,7 @@ def speech_bounds(path: Path, threshold_db: float) -> tuple[float, float, float]
 
 
 def make_questions(tmp: Path, threshold_db: float) -> list[dict[str, Any]]:
-    from pipeline.espeak import espeak_wav
+    from tests.rigs.espeak import espeak_wav
 
     out = []
     for i, text in enumerate(QUESTIONS):
@@ -273,7 +273,7 @@ def make_questions(tmp: Path, threshold_db: float) -> list[dict[str, Any]]:
 
 
 def write_silence(path: Path, seconds: float) -> None:
-    from pipeline.audio import write_wav
+    from pipeline.audio.convert import write_wav
 
     write_wav(path, np.zeros(int(16000 * seconds), np.int16), 16000)
 
@@ -352,7 +352,7 @@ def _load_worker(kind: str, threads: int, nice: int, wav: str, ready, go, stop, 
         cfg = load_config(None, [f"{kind}.threads={threads}"])
         if kind == "stt":
             from models.registry import load_whisper
-            from pipeline.audio import load_audio, to_float32
+            from pipeline.audio.convert import load_audio, to_float32
 
             model = load_whisper(cfg)
             audio = to_float32(load_audio(wav, 16000))
@@ -763,9 +763,9 @@ def main(argv=None) -> int:
         print(plot(res, Path(args.plot_only).with_suffix(".png")))
         return 0
     from pipeline.config import ConfigError, load_config, to_dict
-    from pipeline.fake_llm import FakeLLM
-    from pipeline.graph import Engine
-    from pipeline.ray_runtime import shutdown_ray
+    from tests.rigs.fake_llm import FakeLLM
+    from pipeline.runtime.engine import Engine
+    from pipeline.runtime.ray_init import shutdown_ray
 
     t_all = time.monotonic()
     out_json = Path(args.out)

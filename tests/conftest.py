@@ -9,7 +9,7 @@ import pytest
 from pipeline.config import CONFIG_DIR, load_config
 
 # live2d must be loaded before Ray in a process that draws a model: test modules import
-# pipeline.graph (and with it ray) at collection, and a model loaded in-process afterwards
+# pipeline.runtime.engine (and with it ray) at collection, and a model loaded in-process afterwards
 # (tests/integration/test_avatar_render.py) aborts the whole run in std::bad_alloc
 try:
     from avatar.model import live2d_module
@@ -27,7 +27,7 @@ def test_config():
 @pytest.fixture(scope="session")
 def ray_session(test_config):
     """Ray started once for the whole test session and always shut down."""
-    from pipeline.ray_runtime import init_ray, shutdown_ray
+    from pipeline.runtime.ray_init import init_ray, shutdown_ray
 
     init_ray(test_config)
     yield
@@ -36,7 +36,7 @@ def ray_session(test_config):
 
 def espeak(text: str, path: Path, rate: int = 16000, pad_s: tuple[float, float] = (0.5, 0.0)) -> Path:
     """Speak ``text`` into a mono WAV at ``rate``, with silence padding (sox)."""
-    from pipeline.espeak import espeak_wav
+    from tests.rigs.espeak import espeak_wav
 
     try:
         return espeak_wav(text, path, rate, pad_s)
@@ -72,10 +72,10 @@ def whisper():
 
 @pytest.fixture(scope="session")
 def virtual_audio():
-    """PulseAudio virtual devices for the whole session (pipeline/virtual_audio.py): default
+    """PulseAudio virtual devices for the whole session (tests/rigs/virtual_audio.py): default
     sink kokoro_spk, default source user_mouth.monitor, both on kokoro_bus.monitor. Skips the
     tests that use it where PulseAudio cannot start; stops what it started."""
-    from pipeline.virtual_audio import VirtualAudio, VirtualAudioUnavailable, refresh_portaudio
+    from tests.rigs.virtual_audio import VirtualAudio, VirtualAudioUnavailable, refresh_portaudio
 
     va = VirtualAudio()
     try:

@@ -251,7 +251,7 @@ def test_process_lip_syncs_to_a_playback_clock(xvfb, avatar_model_path):
     pytest.importorskip("avatar.lipsync")
     import uuid
 
-    from pipeline.playback_clock import PlaybackClock
+    from pipeline.audio.playback_clock import PlaybackClock
 
     name = f"kokoro-test-{uuid.uuid4().hex[:8]}-playback"
     clock = PlaybackClock.create(name, 24000)

@@ -17,11 +17,11 @@ import pytest
 
 from actors.stt import transcribe
 from avatar.lipsync import lag_and_correlation
-from pipeline.audio import load_audio, read_wav, to_float32
+from pipeline.audio.convert import load_audio, read_wav, to_float32
 from pipeline.config import CONFIG_DIR, REPO_ROOT, load_config
-from pipeline.fake_llm import FakeLLM
-from pipeline.graph import Engine
-from pipeline.priorities import Priority
+from tests.rigs.fake_llm import FakeLLM
+from pipeline.runtime.engine import Engine
+from pipeline.flow.priorities import Priority
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def test_talk_video_writes_an_mp4_as_long_as_the_reply(xvfb, avatar_model_path, 
     question = speech("How are you today?", pad_s=(0.5, 0.2))
     out, video = tmp_path / "reply.wav", tmp_path / "reply.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # DISPLAY: the fixture's Xvfb
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "talk", "--config", str(CONFIG_DIR / "test.toml"),
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "talk", "--config", str(CONFIG_DIR / "test.toml"),
                         "--input", str(question), "--output", str(out), "--video", str(video), "--json",
                         "--set", f"llm.base_url={llm.base_url}", "--set", "llm.max_tokens=120",
                         "--set", f"avatar.model={avatar_model_path}"],

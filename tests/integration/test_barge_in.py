@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.audio import read_wav
+from pipeline.audio.convert import read_wav
 from pipeline.config import CONFIG_DIR, REPO_ROOT, load_config
-from pipeline.fake_llm import FakeLLM
-from pipeline.graph import Engine
+from tests.rigs.fake_llm import FakeLLM
+from pipeline.runtime.engine import Engine
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def test_a_short_burst_only_pauses_and_the_reply_resumes(engine, tmp_path, speec
     t = np.arange(int(0.16 * rate)) / rate  # 160 ms voiced "hm": shorter than interrupt.min_speech_ms
     hum = (0.5 * np.sin(2 * np.pi * 140 * t) * np.hanning(len(t)) * 32767).astype(np.int16)
     burst = tmp_path / "burst.wav"
-    from pipeline.audio import write_wav
+    from pipeline.audio.convert import write_wav
 
     write_wav(burst, np.concatenate([np.zeros(rate // 5, np.int16), hum, np.zeros(rate // 5, np.int16)]), rate)
     res = engine.talk(str(question), str(tmp_path / "reply.wav"), barge_in=str(burst), barge_in_at=1.0)
@@ -128,7 +128,7 @@ def test_a_short_burst_only_pauses_and_the_reply_resumes(engine, tmp_path, speec
 def test_talk_cli_reports_barge_in_fields(llm, speech, tmp_path):
     question = speech("Tell me a story.", pad_s=(0.5, 0.2))
     cut_in = speech("What is the weather tomorrow?", name="barge", pad_s=(0.3, 0.3))
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "talk", "--config", str(CONFIG_DIR / "test.toml"),
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "talk", "--config", str(CONFIG_DIR / "test.toml"),
                         "--input", str(question), "--output", str(tmp_path / "out.wav"), "--json",
                         "--barge-in", str(cut_in), "--barge-in-at", "1.5",
                         "--set", f"llm.base_url={llm.base_url}", "--set", "llm.max_tokens=120"],

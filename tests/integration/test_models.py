@@ -6,9 +6,9 @@ import pytest
 
 from actors.stt import transcribe
 from actors.vad import VADStage
-from pipeline.audio import load_audio, to_float32
+from pipeline.audio.convert import load_audio, to_float32
 from pipeline.config import CONFIG_DIR, load_config
-from pipeline.frames import InputAudioFrame
+from pipeline.flow.frames import InputAudioFrame
 from tests.conftest import speech_span
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def test_tts_speaks_what_it_is_given(whisper, test_config):
     tts = load_kokoro(test_config)
     audio, rate = tts.create("Good morning, the coffee is ready.", voice=test_config.tts.voice,
                              lang=test_config.tts.lang)
-    from pipeline.audio import Resampler, to_int16
+    from pipeline.audio.convert import Resampler, to_int16
 
     pcm16k = Resampler(rate, 16000)(to_int16(np.asarray(audio, np.float32)))
     text = transcribe(whisper, to_float32(pcm16k), "en", 1, 0.6).lower()

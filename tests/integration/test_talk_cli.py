@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from actors.stt import transcribe
-from pipeline.audio import load_audio, read_wav, to_float32, write_wav
+from pipeline.audio.convert import load_audio, read_wav, to_float32, write_wav
 from pipeline.config import CONFIG_DIR, REPO_ROOT
-from pipeline.fake_llm import FakeLLM
+from tests.rigs.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ REPLY = "The capital of France is Paris. It sits on the river Seine."
 
 def talk(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "talk", "--config", str(CONFIG_DIR / "test.toml"),
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.main", "talk", "--config", str(CONFIG_DIR / "test.toml"),
                            *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
 
 
@@ -110,19 +110,19 @@ def test_bad_input_and_config_fail_clearly(tmp_path):
 
 
 def test_run_without_audio_device_says_so():
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--set", "audio.input_device=no-such-mic"],
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "run", "--set", "audio.input_device=no-such-mic"],
                        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert p.returncode == 3
     assert "no-such-mic" in p.stderr and "talk --input" in p.stderr
 
 
 def test_models_command_lists_every_model():
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "--json", "--no-load"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "models", "--json", "--no-load"], capture_output=True,
                        text=True, timeout=120, cwd=REPO_ROOT)
     assert p.returncode == 0, p.stderr
     rows = {r["name"]: r for r in json.loads(p.stdout)}
     assert {"whisper-tiny.en", "kokoro-82m-int8", "silero-vad", "smollm2-135m-instruct"} <= set(rows)
     assert all(r["loads"] and (r["size_bytes"] > 0 or r["name"] == "webrtcvad") for r in rows.values()), rows
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "--set", "stt.model=/nonexistent"],
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "models", "--set", "stt.model=/nonexistent"],
                        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert p.returncode == 1 and "stt.model" in p.stdout

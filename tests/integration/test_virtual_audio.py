@@ -1,4 +1,4 @@
-"""Virtual audio devices (pipeline/virtual_audio.py) on a real PulseAudio server."""
+"""Virtual audio devices (tests/rigs/virtual_audio.py) on a real PulseAudio server."""
 from __future__ import annotations
 
 import queue
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.virtual_audio import (MIC_SOURCE, MOUTH, SPEAKER, SPEAKER_MONITOR, Clip, block_db,
+from tests.rigs.virtual_audio import (MIC_SOURCE, MOUTH, SPEAKER, SPEAKER_MONITOR, Clip, block_db,
                                     find_clip)
 
 pytestmark = pytest.mark.integration

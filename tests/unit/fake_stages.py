@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from actors.base import Stage, stage_actor
-from pipeline.frames import ControlFrame, Frame, SentenceFrame
+from pipeline.flow.frames import ControlFrame, Frame, SentenceFrame
 
 
 class SlowStage(Stage):

@@ -180,7 +180,7 @@ def test_install_default_when_npm_fails(monkeypatch, tmp_path):
 
 
 def test_cli_import_list_delete(tmp_path, capsys):
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     store = tmp_path / "store"
     make_v2(tmp_path / "m")

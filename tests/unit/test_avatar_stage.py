@@ -11,7 +11,7 @@ import pytest
 from actors.avatar import AvatarStage
 from avatar.emotion import ExpressionMap
 from pipeline.config import Config
-from pipeline.frames import ChunkAudibleFrame, EndOfTurnFrame, EventFrame, InterruptFrame, TTSAudioFrame
+from pipeline.flow.frames import ChunkAudibleFrame, EndOfTurnFrame, EventFrame, InterruptFrame, TTSAudioFrame
 
 HARU_EXPRESSIONS = [f"f0{i}" for i in range(1, 9)]
 HARU_MOTIONS = {"idle": 3, "tap_body": 3, "flick_head": 3, "pinch_in": 3, "pinch_out": 3, "shake": 3}
@@ -169,8 +169,8 @@ def test_a_tap_goes_to_the_session_as_a_tap_event(stage):
     [(name, msg)] = stage.calls
     assert name == "send_input"
     assert msg == {"type": "tap_event", "hitArea": "head", "position": {"x": 0.5, "y": 0.25}}
-    from pipeline.inputs import parse_input
-    from pipeline.priorities import Priority
+    from pipeline.conversation.inputs import parse_input
+    from pipeline.flow.priorities import Priority
 
     assert parse_input(msg).priority == Priority.MEDIUM
     assert stage.status()["taps"][-1]["hitArea"] == "head"

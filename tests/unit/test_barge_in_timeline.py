@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.frames import CancelFrame, FrameError, HoldFrame, InterruptFrame, LLMRequestFrame
-from pipeline.inputs import parse_input
-from pipeline.priorities import Priority
+from pipeline.flow.frames import CancelFrame, FrameError, HoldFrame, InterruptFrame, LLMRequestFrame
+from pipeline.conversation.inputs import parse_input
+from pipeline.flow.priorities import Priority
 from tests.unit.test_session_timeline import SYSTEM, Timeline, only_llm_request, prelim
 
 RATE = 24000

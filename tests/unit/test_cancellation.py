@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cancellation import ResponseGate
-from pipeline.frames import (CancelFrame, EndOfTurnFrame, InputAudioFrame, InterruptFrame, LLMTokenFrame,
+from pipeline.flow.gate import ResponseGate
+from pipeline.flow.frames import (CancelFrame, EndOfTurnFrame, InputAudioFrame, InterruptFrame, LLMTokenFrame,
                              PriorityChangeFrame, SentenceFrame, TranscriptFrame, TTSAudioFrame,
                              UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
 

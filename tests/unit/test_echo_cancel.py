@@ -16,8 +16,8 @@ import pytest
 
 from benchmarks.echo_cancel import (USER, Silero, cancel, detection, dbfs, echo_of, erle_energy, espeak_pcm, i16,
                                     noise, scene, speech_onset_end, starts, twice, warm_then)
-from pipeline.audio import rms
-from pipeline.echo_cancel import (AEC3_DELAY, BLOCK, FRAME, LEAK_CORRELATION, PLAYBACK_VAD_THRESHOLD, RATE,
+from pipeline.audio.convert import rms
+from pipeline.audio.echo_cancel import (AEC3_DELAY, BLOCK, FRAME, LEAK_CORRELATION, PLAYBACK_VAD_THRESHOLD, RATE,
                                   WARMUP_VAD_THRESHOLD, EchoCanceller)
 
 FAR = "Sure, I can help with that. The weather tomorrow looks sunny, with a light breeze in the afternoon."

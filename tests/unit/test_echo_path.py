@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.echo_path import EchoPath
+from pipeline.audio.echo_path import EchoPath
 
 rng = np.random.default_rng(0)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.endpointing import Endpointer, SpeechEvent
+from pipeline.audio.endpointing import Endpointer, SpeechEvent
 
 W = 0.032
 SPEECH, SILENCE, MIDDLE = 0.9, 0.05, 0.42  # MIDDLE: between neg_threshold (0.35) and threshold (0.5)

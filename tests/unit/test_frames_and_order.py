@@ -6,10 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.frames import (AudioFrame, CancelFrame, EndOfTurnFrame, EventFrame, FrameError, InputAudioFrame,
+from pipeline.flow.frames import (AudioFrame, CancelFrame, EndOfTurnFrame, EventFrame, FrameError, InputAudioFrame,
                              InterruptFrame, LLMTokenFrame, PriorityChangeFrame, SentenceFrame, TranscriptFrame,
                              TTSAudioFrame, UserPausedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
-from pipeline.queues import OrderedInbox, SeqCounter
+from pipeline.flow.ordering import OrderedInbox, SeqCounter
 
 
 # ------------------------------------------------------------------ frames

@@ -1,7 +1,7 @@
 """Played samples -> the words the user heard."""
 from __future__ import annotations
 
-from pipeline.heard_text import heard_text, words_heard
+from pipeline.conversation.heard_text import heard_text, words_heard
 
 
 def chunk(text, samples, played, i=0, start=0, end=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avatar.lipsync import LipSync, envelope, lag_and_correlation, level_db
-from pipeline.playback_clock import REF_RATE, PlaybackClock
+from pipeline.audio.playback_clock import REF_RATE, PlaybackClock
 
 BLOCK = 320  # 20 ms at 16 kHz, as the player's blocks
 FPS = 30
@@ -77,8 +77,8 @@ def test_mouth_follows_the_envelope_within_one_frame(clock, phase):
 
 
 def test_mouth_follows_espeak_speech_within_one_frame(clock, tmp_path):
-    from pipeline.audio import load_audio
-    from pipeline.espeak import espeak_wav
+    from pipeline.audio.convert import load_audio
+    from tests.rigs.espeak import espeak_wav
 
     try:
         path = espeak_wav("Well, I think the capital of France is Paris. It is a lovely city, isn't it?",

@@ -17,9 +17,9 @@ import pytest
 import actors.mic as mic_module
 from actors.mic import MicStage
 from benchmarks.echo_cancel import USER, echo_of, espeak_pcm, i16, noise, scene, speech_onset_end
-from pipeline.audio import rms
+from pipeline.audio.convert import rms
 from pipeline.config import CONFIG_DIR, load_config
-from pipeline.playback_clock import PlaybackClock, ReferenceCursor, segment_name
+from pipeline.audio.playback_clock import PlaybackClock, ReferenceCursor, segment_name
 
 REPLY = "Sure, I can help with that. The weather tomorrow looks sunny, with a light breeze in the afternoon."
 RATE = 16000

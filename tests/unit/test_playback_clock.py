@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from pipeline.playback_clock import REF_RATE, PlaybackClock, segment_name
+from pipeline.audio.playback_clock import REF_RATE, PlaybackClock, segment_name
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def _ramp_blocks(c, t0, n_blocks, jitter_s=None):
 
 
 def test_cursor_reads_an_unbroken_stream_through_jittery_stamps(clock):
-    from pipeline.playback_clock import ReferenceCursor
+    from pipeline.audio.playback_clock import ReferenceCursor
 
     rng = np.random.default_rng(0)
     _ramp_blocks(clock, 100.0, 90, rng.uniform(-0.0004, 0.0004, 90))  # +-0.4 ms stamp jitter
@@ -106,7 +106,7 @@ def test_cursor_reads_an_unbroken_stream_through_jittery_stamps(clock):
 
 
 def test_cursor_jumps_when_the_clocks_move_beyond_its_tolerance(clock):
-    from pipeline.playback_clock import ReferenceCursor
+    from pipeline.audio.playback_clock import ReferenceCursor
 
     _ramp_blocks(clock, 100.0, 90)
     cursor = ReferenceCursor(clock)  # 2 ms

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.playout import PlayoutBuffer, Segment
+from pipeline.audio.playout import PlayoutBuffer, Segment
 
 
 def ramp(start: int, n: int) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.run_display import RunDisplay, render
+from pipeline.cli.run_display import RunDisplay, render
 
 
 def turn(state, **kw):

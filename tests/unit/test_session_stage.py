@@ -5,7 +5,7 @@ import pytest
 
 from actors.session import SessionStage
 from pipeline.config import Config
-from pipeline.frames import EventFrame, InterruptFrame, LLMRequestFrame, TranscriptFrame
+from pipeline.flow.frames import EventFrame, InterruptFrame, LLMRequestFrame, TranscriptFrame
 
 
 class _Method:

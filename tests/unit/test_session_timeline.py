@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.frames import (CancelFrame, EventFrame, HoldFrame, InterruptFrame, LLMRequestFrame, LLMTokenFrame,
+from pipeline.flow.frames import (CancelFrame, EventFrame, HoldFrame, InterruptFrame, LLMRequestFrame, LLMTokenFrame,
                              TranscriptFrame)
-from pipeline.priorities import MESSAGE_PRIORITY, Priority, interrupts, priority_of
-from pipeline.session import Send, Session
+from pipeline.flow.priorities import MESSAGE_PRIORITY, Priority, interrupts, priority_of
+from pipeline.conversation.session import Send, Session
 
 SYSTEM = "You are a test companion."
 

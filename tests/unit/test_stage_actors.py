@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from pipeline.frames import CancelFrame, InterruptFrame, SentenceFrame
+from pipeline.flow.frames import CancelFrame, InterruptFrame, SentenceFrame
 from tests.unit.fake_stages import FailingActor, RecorderActor, SenderActor, SlowActor
 from tests.unit.helpers import wait_until
 

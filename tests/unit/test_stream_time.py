@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.stream_time import StreamClock, StreamTime
+from pipeline.audio.stream_time import StreamClock, StreamTime
 
 
 def test_stream_time_maps_portaudio_times_whatever_their_base():

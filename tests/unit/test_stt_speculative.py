@@ -7,7 +7,7 @@ import pytest
 import actors.stt as stt_module
 import models.registry
 from actors.stt import STTStage
-from pipeline.frames import InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
+from pipeline.flow.frames import InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
 
 WORDS = "what about the weather"
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from pipeline.text_chunker import Chunk, TextChunker, clean_for_speech
+from pipeline.conversation.text_chunker import Chunk, TextChunker, clean_for_speech
 
 REPLY = ("Sure, I can help with that. Dr. Smith said version 3.5 is out, e.g. the new one; it costs about "
          "12 dollars! Would you like me to check the price for you? Let me know.")

@@ -152,8 +152,8 @@ def _make_video(res, wav: str, frames: Path, out: str) -> dict:
 
 
 def cmd_talk(args, cfg) -> int:
-    from pipeline.audio import AudioFormatError, load_audio
-    from pipeline.graph import Engine
+    from pipeline.audio.convert import AudioFormatError, load_audio
+    from pipeline.runtime.engine import Engine
 
     try:
         load_audio(args.input)  # fail early, before starting models, on a bad input
@@ -256,7 +256,7 @@ def cmd_talk(args, cfg) -> int:
 
 
 def cmd_run(args, cfg) -> int:
-    from pipeline.devices import AudioDeviceError, check_devices
+    from pipeline.audio.devices import AudioDeviceError, check_devices
 
     try:
         inp, outp = check_devices(cfg.audio.input_device, cfg.audio.output_device)
@@ -265,8 +265,8 @@ def cmd_run(args, cfg) -> int:
         return 3
     import ray
 
-    from pipeline.graph import Engine
-    from pipeline.run_display import RunDisplay
+    from pipeline.runtime.engine import Engine
+    from pipeline.cli.run_display import RunDisplay
 
     engine = Engine(cfg, Path(".cache/logs"))
     stop = []

@@ -22,7 +22,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import Config
-from pipeline.ray_runtime import init_ray
+from pipeline.runtime.ray_init import init_ray
 
 STAGES = ("session", "mic", "vad", "stt", "llm", "tts", "player")
 MODEL_STAGES = ("stt", "tts")

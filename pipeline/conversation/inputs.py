@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.frames import FrameError, UserInputFrame
-from pipeline.priorities import MESSAGE_PRIORITY, priority_of
+from pipeline.flow.frames import FrameError, UserInputFrame
+from pipeline.flow.priorities import MESSAGE_PRIORITY, priority_of
 
 CONTEXT_ONLY = frozenset({"model_info", "character_info", "plugin_status"})
 _REQUIRED: dict[str, tuple[str, ...]] = {

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.echo_path import REACH, correlation
+from pipeline.audio.echo_path import REACH, correlation
 
 RATE = 16000
 FRAME = RATE // 100  # AEC3 takes exactly 10 ms frames
@@ -153,7 +153,7 @@ class EchoCanceller:
             raise ValueError(f"{name} must be a numpy int16 array, got {type(x).__name__}")
         if x.dtype != np.int16:
             raise ValueError(f"{name} must be int16 PCM at {RATE} Hz, got dtype {x.dtype} "
-                             f"(convert with pipeline.audio.to_int16)")
+                             f"(convert with pipeline.audio.convert.to_int16)")
         if x.ndim != 1:
             raise ValueError(f"{name} must be mono (1-D), got shape {x.shape}")
         return x

@@ -22,12 +22,12 @@ gets its first audio only after ~1.6-2 s. Even with the keep-alive a new null si
 ~2 s to settle (its idle timer), so ``start()`` takes ~2.2 s.
 
 The probe (``Probe``, ``VirtualAudio.probe``) is a subprocess (``python -m
-pipeline.virtual_audio probe PLAN``) with one duplex sounddevice stream: it plays clips into
+tests.rigs.virtual_audio probe PLAN``) with one duplex sounddevice stream: it plays clips into
 ``user_mouth`` and records ``kokoro_bus.monitor``. Clips start at a time, on a command, or on a
 rule about the recorded speaker ("1.5 s after the speaker becomes non-silent"). Its
 PULSE_SINK / PULSE_SOURCE live only in the subprocess environment.
 
-``python -m pipeline.virtual_audio up`` starts the devices and holds them until Ctrl-C.
+``python -m tests.rigs.virtual_audio up`` starts the devices and holds them until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -517,7 +517,7 @@ class VirtualAudio:
     # ------------------------------------------------------------------ play / record
     def play(self, audio: np.ndarray, rate: int, sink: str = MOUTH, wait: bool = True) -> subprocess.Popen:
         """Play mono audio (int16 or float) into ``sink`` with pacat."""
-        from pipeline.audio import to_int16
+        from pipeline.audio.convert import to_int16
 
         f = tempfile.NamedTemporaryFile(prefix="kokoro-play-", suffix=".raw", delete=False)
         f.write(to_int16(np.asarray(audio).reshape(-1)).tobytes())
@@ -706,14 +706,14 @@ def find_clip(signal: np.ndarray, clip: np.ndarray, start: int, rate: int, windo
 
 def _clip_array(c: Clip, rate: int) -> np.ndarray:
     if isinstance(c.audio, (str, Path)):
-        from pipeline.audio import read_wav
+        from pipeline.audio.convert import read_wav
 
         audio, src = read_wav(c.audio)
     else:
         audio, src = np.asarray(c.audio), c.rate or rate
     x = _to_float(audio)
     if src != rate:
-        from pipeline.audio import Resampler, to_int16
+        from pipeline.audio.convert import Resampler, to_int16
 
         rs = Resampler(src, rate)
         pad = np.zeros(int(src * 0.05), np.int16)  # flush the resampler's tail
@@ -767,7 +767,7 @@ class Probe:
         (d / "plan.json").write_text(json.dumps(plan))
         self._stderr = open(d / "stderr.txt", "w+")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.virtual_audio", "probe", str(d / "plan.json")],
+            [sys.executable, "-m", "tests.rigs.virtual_audio", "probe", str(d / "plan.json")],
             env=client_env(sink=self.play_into, source=BUS_MONITOR, tag="probe"), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -1063,7 +1063,7 @@ def _up_main(rate: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.virtual_audio")
+    ap = argparse.ArgumentParser(prog="python -m tests.rigs.virtual_audio")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("probe", help="(internal) run a probe plan")
     p.add_argument("plan")

@@ -32,11 +32,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipeline.frames import (CancelFrame, EventFrame, Frame, HoldFrame, InterruptFrame, LLMRequestFrame,
+from pipeline.flow.frames import (CancelFrame, EventFrame, Frame, HoldFrame, InterruptFrame, LLMRequestFrame,
                              TranscriptFrame, UserInputFrame)
-from pipeline.heard_text import heard_text
-from pipeline.inputs import CONTEXT_ONLY, describe_input
-from pipeline.priorities import Priority, interrupts
+from pipeline.conversation.heard_text import heard_text
+from pipeline.conversation.inputs import CONTEXT_ONLY, describe_input
+from pipeline.flow.priorities import Priority, interrupts
 
 # events recorded on a turn's timeline, in pipeline order
 TURN_EVENTS = ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",

@@ -5,7 +5,7 @@ OpenAI's ``/v1/chat/completions``, so the real ``openai`` client is exercised,
 with a fixed reply, a set time to first token and a set token rate. It burns
 no CPU while "thinking", which makes latency comparisons fair.
 
-    python -m pipeline.fake_llm --reply "Paris is the capital." --ttft 0.2
+    python -m tests.rigs.fake_llm --reply "Paris is the capital." --ttft 0.2
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pipeline.frames import Frame
+from pipeline.flow.frames import Frame
 
 
 @dataclass

@@ -19,7 +19,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from pipeline.audio import rms
+from pipeline.audio.convert import rms
 
 REF_RATE = 16000
 _BLOCK = np.dtype([("t", "f8"), ("start", "i8"), ("n", "i8"), ("rid", "i8"), ("pos", "i8"), ("rms", "f4")])

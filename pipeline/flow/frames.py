@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.priorities import Priority
+from pipeline.flow.priorities import Priority
 
 
 class FrameError(ValueError):
@@ -121,7 +121,7 @@ class TranscriptFrame(Frame):
 class UserInputFrame(Frame):
     """A typed input from a front end (a NyaDeskPet message): text, a tap, a command...
 
-    ``priority`` follows the message type (``pipeline.priorities``); ``data`` is the
+    ``priority`` follows the message type (``pipeline.flow.priorities``); ``data`` is the
     message as received, less its ``type``.
     """
 

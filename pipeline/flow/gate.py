@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from pipeline.frames import CancelFrame, ControlFrame, Frame, InterruptFrame
+from pipeline.flow.frames import CancelFrame, ControlFrame, Frame, InterruptFrame
 
 
 class ResponseGate:
