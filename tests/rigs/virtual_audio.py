@@ -60,7 +60,7 @@ _TOOLS = {"pulseaudio": "pulseaudio", "pactl": "pulseaudio-utils", "pacat": "pul
           "parec": "pulseaudio-utils", "pacmd": "pulseaudio-utils"}
 _MARKER = Path(tempfile.gettempdir()) / f"kokoro-virtual-audio-{os.getuid()}.json"
 _LOCK = Path(tempfile.gettempdir()) / f"kokoro-virtual-audio-{os.getuid()}.lock"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/rigs/virtual_audio.py -> the repo
 _SETTLE_S = 2.1
 
 
