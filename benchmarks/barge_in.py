@@ -1,6 +1,6 @@
 """Barge-in on virtual audio devices, measured from the signals.
 
-The engine runs on PulseAudio null sinks (``tests/rigs/virtual_audio.py``): its
+The engine runs on PulseAudio null sinks (``tests/rigs/virtual_audio/``): its
 speaker is ``kokoro_spk``, its mic ``user_mouth.monitor``. A probe process
 plays the user's clips into ``user_mouth`` and records both the speaker and
 the mic on one clock (``kokoro_bus.monitor``), so every figure below comes from
@@ -41,7 +41,10 @@ from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
 from tests.rigs.espeak import espeak_wav  # noqa: E402
 from tests.rigs.fake_llm import FakeLLM  # noqa: E402
 from pipeline.runtime.engine import Engine  # noqa: E402
-from tests.rigs.virtual_audio import Clip, VirtualAudio, first_loud, first_silence, refresh_portaudio  # noqa: E402
+from tests.rigs.virtual_audio.devices import VirtualAudio  # noqa: E402
+from tests.rigs.virtual_audio.probe import Clip  # noqa: E402
+from tests.rigs.virtual_audio.pulse import refresh_portaudio  # noqa: E402
+from tests.rigs.virtual_audio.signals import first_loud  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # a long first clause: its audio runs ~6 s with no gap, so "silent" can only mean "stopped"

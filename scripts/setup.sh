@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # pulseaudio, pulseaudio-utils, libasound2-plugins (ALSA "pulse" device): the virtual sound
-# devices of tests and benchmarks (tests/rigs/virtual_audio.py)
+# devices of tests and benchmarks (tests/rigs/virtual_audio/)
 # xvfb, libgl1-mesa-dri (software OpenGL), mesa-utils (glxinfo: the overlay's 32-bit visual): the
 # Live2D avatar renders offscreen under Xvfb in tests and headless mode (avatar/window.py)
 APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb mesa-utils libgl1-mesa-dri)

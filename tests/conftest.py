@@ -72,10 +72,11 @@ def whisper():
 
 @pytest.fixture(scope="session")
 def virtual_audio():
-    """PulseAudio virtual devices for the whole session (tests/rigs/virtual_audio.py): default
+    """PulseAudio virtual devices for the whole session (tests/rigs/virtual_audio/): default
     sink kokoro_spk, default source user_mouth.monitor, both on kokoro_bus.monitor. Skips the
     tests that use it where PulseAudio cannot start; stops what it started."""
-    from tests.rigs.virtual_audio import VirtualAudio, VirtualAudioUnavailable, refresh_portaudio
+    from tests.rigs.virtual_audio.devices import VirtualAudio
+    from tests.rigs.virtual_audio.pulse import VirtualAudioUnavailable, refresh_portaudio
 
     va = VirtualAudio()
     try:

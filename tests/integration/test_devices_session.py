@@ -49,7 +49,7 @@ def settle(engine: Engine, timeout: float = 40.0) -> None:
 
 
 def test_open_speaker_reply_runs_to_its_end_and_the_user_still_cuts_in(device_engine, virtual_audio, speech):
-    from tests.rigs.virtual_audio import Clip
+    from tests.rigs.virtual_audio.probe import Clip
 
     engine, va = device_engine, virtual_audio
     question = speech("Tell me a story.", pad_s=(0.3, 0.2))
@@ -93,7 +93,8 @@ def test_open_speaker_reply_runs_to_its_end_and_the_user_still_cuts_in(device_en
 
 def test_a_vanished_speaker_and_mic_are_reported_reopened_and_the_talk_goes_on(device_engine, virtual_audio, speech):
     from pipeline.audio.convert import load_audio
-    from tests.rigs.virtual_audio import MOUTH, SPEAKER, Clip
+    from tests.rigs.virtual_audio.probe import Clip
+    from tests.rigs.virtual_audio.pulse import MOUTH, SPEAKER
 
     engine, va = device_engine, virtual_audio
     question = speech("Tell me a story.", pad_s=(0.3, 0.2))

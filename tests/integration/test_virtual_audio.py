@@ -1,4 +1,4 @@
-"""Virtual audio devices (tests/rigs/virtual_audio.py) on a real PulseAudio server."""
+"""Virtual audio devices (tests/rigs/virtual_audio/) on a real PulseAudio server."""
 from __future__ import annotations
 
 import queue
@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.rigs.virtual_audio import (MIC_SOURCE, MOUTH, SPEAKER, SPEAKER_MONITOR, Clip, block_db,
-                                    find_clip)
+from tests.rigs.virtual_audio.probe import Clip
+from tests.rigs.virtual_audio.pulse import MIC_SOURCE, MOUTH, SPEAKER, SPEAKER_MONITOR
+from tests.rigs.virtual_audio.signals import block_db, find_clip
 
 pytestmark = pytest.mark.integration
 
