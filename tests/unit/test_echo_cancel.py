@@ -2,8 +2,9 @@
 
 The far end is an espeak-ng reply; the mic hears it 30/50/80 ms later at -6 dB
 through a small room (low-pass + 0.25 s reverb) with low noise, as in
-benchmarks/echo_cancel.py (whose signal helpers these tests share). Limits are the
-measured values with margin: ERLE 34-41 dB cold / 42 dB warm (limits 25 / 30);
+benchmarks/echo_cancel.py (whose scenes and measures these tests share:
+benchmarks/lib/echo_scene.py, echo_measure.py). Limits are the measured values with
+margin: ERLE 34-41 dB cold / 42 dB warm (limits 25 / 30);
 residual echo Silero max <= 0.12 (playback threshold 0.7); the user phrase over a
 converged canceller starts the Endpointer 0.16-0.19 s after its onset (limit 0.3).
 """
@@ -14,8 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.echo_cancel import (USER, Silero, cancel, detection, dbfs, echo_of, erle_energy, espeak_pcm, i16,
-                                    noise, scene, speech_onset_end, starts, twice, warm_then)
+from benchmarks.lib.echo_measure import Silero, cancel, detection, erle_energy, speech_onset_end, starts
+from benchmarks.lib.echo_scene import USER, dbfs, echo_of, espeak_pcm, i16, noise, scene, twice, warm_then
 from pipeline.audio.convert import rms
 from pipeline.audio.echo_cancel import (AEC3_DELAY, BLOCK, FRAME, LEAK_CORRELATION, PLAYBACK_VAD_THRESHOLD, RATE,
                                   WARMUP_VAD_THRESHOLD, EchoCanceller)

@@ -1,7 +1,7 @@
 """The mic stage's echo fields when its canceller loses the echo, and when the user talks.
 
-The mic runs in-process on the room model of benchmarks/echo_cancel.py: the
-played reply is written to a shared playback clock as the player would, the mic
+The mic runs in-process on the room model of benchmarks/echo_cancel.py
+(benchmarks/lib/echo_scene.py): the played reply is written to a shared playback clock as the player would, the mic
 block is its echo (50 ms, -6 dB, room), and ``_echo_path`` returns what the VAD
 gets: the cancelled block and its echo guard. A window whose level is under the
 guard cannot start speech while the engine talks. Blocks are the mic's own
@@ -16,7 +16,8 @@ import pytest
 
 import actors.mic as mic_module
 from actors.mic import MicStage
-from benchmarks.echo_cancel import USER, echo_of, espeak_pcm, i16, noise, scene, speech_onset_end
+from benchmarks.lib.echo_measure import speech_onset_end
+from benchmarks.lib.echo_scene import USER, echo_of, espeak_pcm, i16, noise, scene
 from pipeline.audio.convert import rms
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.audio.playback_clock import PlaybackClock, ReferenceCursor, segment_name

@@ -1,0 +1,1 @@
+"""Helpers of the benchmarks, in modules by idea; the unit tests reuse some (the echo scenes)."""
