@@ -28,6 +28,7 @@ are in benchmarks/lib/echo_scene.py, the measures in echo_measure.py, the runs i
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -77,7 +78,10 @@ def recommend(echo: dict, sw: dict) -> dict:
     return rec
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # no options: the parser is there so that --help prints this docstring (it used to run
+    # the whole benchmark and overwrite the results)
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     t0 = time.perf_counter()
     print("synthesizing (Kokoro, espeak-ng) ...", flush=True)
     kokoro, kokoro2 = kokoro_pcm([REPLY, REPLY2])
