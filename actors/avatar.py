@@ -39,6 +39,7 @@ from actors.base import Stage, stage_actor
 from avatar.emotion import CharacterState, ExpressionMap, Mood, split_emotions
 from avatar.settings import AvatarError
 from pipeline.config import Config
+from pipeline.flow.events import StageError
 from pipeline.flow.frames import ChunkAudibleFrame, Frame, FrameError
 from pipeline.audio.playback_clock import PlaybackClock, segment_name
 
@@ -72,7 +73,8 @@ class AvatarStage(Stage):
         self._cues: list[tuple[float, int, int, str]] = []  # heap: (t, seq, response_id, emotion)
         self._order = itertools.count()
         self._track: deque[tuple[float, float]] = deque(maxlen=int(TRACK_S * a.fps))
-        self.clock_name = segment_name(self.cfg.engine.run_id, self.session_id) if self.cfg.engine.run_id else None
+        self.session_id = self.cfg.engine.session_id  # the voice conversation: the face's taps go there
+        self.clock_name = segment_name(self.cfg.engine.run_id, "player") if self.cfg.engine.run_id else None
         self._clock: PlaybackClock | None = None
         self._started = threading.Event()
         self._stop = threading.Event()
@@ -140,7 +142,7 @@ class AvatarStage(Stage):
         if not self._reported:
             self._reported = True
             self.log.error("%s", self.error)
-            self.event("error", 0, stage=self.name, message=self.error)
+            self.event(StageError(session_id=self.session_id, stage=self.name, message=self.error))
 
     @ray.method(concurrency_group="control")
     def release(self) -> None:
@@ -164,6 +166,7 @@ class AvatarStage(Stage):
     def process(self, frame: Frame) -> None:
         if not isinstance(frame, ChunkAudibleFrame):
             raise FrameError(f"avatar does not take {frame.kind}")
+        self.session_id = frame.session_id
         clean, cues = split_emotions(frame.text)
         if not cues:
             return
@@ -197,7 +200,7 @@ class AvatarStage(Stage):
                     proc.quit(timeout=1.0)  # already gone: closes the pipe
 
     def _apply(self, rid: int, emotion: str, t: float) -> None:
-        if not self.gate.is_live(rid):
+        if not self.is_live(self.session_id, rid):
             return  # the reply was cut before this cue was heard
         expression, motion = self.expression_map.lookup(emotion)
         try:
@@ -227,9 +230,8 @@ class AvatarStage(Stage):
         msg = {"type": "tap_event", "hitArea": area, "position": {"x": round(x, 4), "y": round(y, 4)}}
         self.taps.append({**msg, "t": time.time()})
         del self.taps[:-100]
-        session = self._targets.get("session")
-        if session is not None:
-            session.send_input.remote(msg)
+        for session in self._targets.get("session", []):
+            session.send_input.remote(self.session_id, msg)
 
     # ------------------------------------------------------------ mouth track
     def _drain(self) -> None:

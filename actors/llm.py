@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from actors.base import Stage, stage_actor
+from pipeline.flow.events import LLMCancelled, LLMDone, LLMFirstToken
 from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMRequestFrame, LLMTokenFrame
 
 
@@ -24,7 +25,7 @@ class LLMStage(Stage):
         super().__init__(cfg)
         self.base_url = base_url
         self.model = cfg.llm.model
-        self._tasks: dict[int, asyncio.Task] = {}
+        self._tasks: dict[tuple[str, int], asyncio.Task] = {}  # (conversation, response) -> its stream
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="llm-loop", daemon=True).start()
 
@@ -70,46 +71,53 @@ class LLMStage(Stage):
         if changed:
             self._loop.call_soon_threadsafe(self._cancel_dead)
 
+    def on_close(self, session_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._cancel_dead)
+
     def _cancel_dead(self) -> None:
-        for rid, task in list(self._tasks.items()):
-            if not self.gate.is_live(rid):
+        for (sid, rid), task in list(self._tasks.items()):
+            if not self.is_live(sid, rid):
                 task.cancel()
 
     async def _generate(self, req: LLMRequestFrame) -> None:
-        rid = req.response_id
-        self._tasks[rid] = asyncio.current_task()
+        sid, rid = req.session_id, req.response_id
+        key = (sid, rid)
+        self._tasks[key] = asyncio.current_task()
         text, first = "", True
         t0 = time.time()
+        own = dict(session_id=sid, response_id=rid, priority=req.priority)
         try:
             stream = await self.client.chat.completions.create(
                 model=self.model, messages=req.messages, stream=True,
                 max_tokens=self.cfg.llm.max_tokens, temperature=self.cfg.llm.temperature)
             try:
                 async for chunk in stream:
-                    if not self.gate.is_live(rid):
+                    if not self.is_live(sid, rid):
                         break
                     delta = chunk.choices[0].delta.content if chunk.choices else None
                     if not delta:
                         continue
                     if first:
                         first = False
-                        self.event("llm_first_token", rid, ttft_s=time.time() - t0)
+                        self.event(LLMFirstToken(ttft_s=time.time() - t0, **own))
                     text += delta
-                    self.emit("tts", LLMTokenFrame(text=delta, response_id=rid, priority=req.priority))
+                    self.emit(LLMTokenFrame(text=delta, **own))
             finally:
                 await stream.close()
         except asyncio.CancelledError:
-            self.event("llm_cancelled", rid, text=text)
+            self.event(LLMCancelled(text=text, **own))
             return
         except Exception as e:
-            self.report_error(f"LLM endpoint {self.base_url} failed: {type(e).__name__}: {e}", rid)
+            # no reply will come: the session says so (and a voice conversation says it aloud)
+            self.report_error(f"LLM endpoint {self.base_url} failed: {type(e).__name__}: {e}", sid, rid, fatal=True)
+            return
         finally:
-            self._tasks.pop(rid, None)
-        if self.gate.is_live(rid):
-            self.emit("tts", EndOfTurnFrame(response_id=rid, text=text, priority=req.priority))
-            self.event("llm_done", rid, text=text, llm_s=time.time() - t0)
+            self._tasks.pop(key, None)
+        if self.is_live(sid, rid):
+            self.emit(EndOfTurnFrame(text=text, **own))
+            self.event(LLMDone(text=text, llm_s=time.time() - t0, **own))
         else:
-            self.event("llm_cancelled", rid, text=text)
+            self.event(LLMCancelled(text=text, **own))
 
 
 LLMActor = stage_actor(LLMStage)

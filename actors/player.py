@@ -21,8 +21,10 @@ import ray
 
 from actors.base import Stage, stage_actor
 from pipeline.audio.convert import Resampler
+from pipeline.flow.events import ReplyAudible, ReplyAudioStopped, ReplyDone, ReplyStopped, StageError
+from pipeline.flow.events import DeviceReopened
 from pipeline.flow.frames import (ChunkAudibleFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
-                             TTSAudioFrame)
+                                  InterruptFrame, TTSAudioFrame)
 from pipeline.audio.playback_clock import REF_RATE, PlaybackClock, segment_name
 from pipeline.audio.playout import LOUD, PlayEvent, PlayoutBuffer, Segment
 from pipeline.audio.stream_time import StreamClock, StreamTime
@@ -175,7 +177,8 @@ class PlayerStage(Stage):
     name = "player"
 
     def setup(self) -> None:
-        self.buf = PlayoutBuffer(live=self.gate.is_live)
+        self.session_id = ""  # the one conversation whose audio this output plays
+        self.buf = PlayoutBuffer(live=lambda rid: self.is_live(self.session_id, rid))
         self.sink: WavSink | DeviceSink | None = None
         self.clock: PlaybackClock | None = None
         self.rate = self.cfg.audio.output_rate
@@ -190,7 +193,7 @@ class PlayerStage(Stage):
     def _open_clock(self) -> None:
         """One clock for the actor's life (readers attach once); the rate follows each open."""
         if self.clock is None:
-            name = segment_name(self.cfg.engine.run_id or str(os.getpid()), self.session_id)
+            name = segment_name(self.cfg.engine.run_id or str(os.getpid()), "player")
             self.clock = PlaybackClock.create(name, self.rate or 24000)
         self.clock.header[2] = self.rate
         self._ref = Resampler(self.rate, REF_RATE)
@@ -198,16 +201,18 @@ class PlayerStage(Stage):
     def clock_name(self) -> str:
         return self.clock.shm.name if self.clock is not None else ""
 
-    def open_wav(self, path: str, rate: int, realtime: bool) -> int:
+    def open_wav(self, path: str, rate: int, realtime: bool, session_id: str) -> int:
         self.close()
+        self.session_id = session_id
         self.rate = self.cfg.audio.output_rate or rate
         block = max(1, self.rate * self.cfg.audio.output_block_ms // 1000)
         self._open_clock()
         self.sink = WavSink(path, self.rate, block, realtime, self.buf, self._on_block)
         return self.rate
 
-    def open_device(self, rate: int) -> int:
+    def open_device(self, rate: int, session_id: str) -> int:
         self.close()
+        self.session_id = session_id
         self.rate = self.cfg.audio.output_rate or rate
         a = self.cfg.audio
         block = max(1, self.rate * (a.output_latency_ms // 2 or a.output_block_ms) // 1000)
@@ -230,6 +235,8 @@ class PlayerStage(Stage):
             self.clock = None
 
     def process(self, frame: Frame) -> None:
+        if frame.session_id != self.session_id:
+            raise FrameError(f"player plays {self.session_id!r}, not {frame.session_id!r}")
         if isinstance(frame, TTSAudioFrame):
             if self.sink is None:
                 raise FrameError("player has no output open (open_wav/open_device first)")
@@ -243,11 +250,23 @@ class PlayerStage(Stage):
             raise FrameError(f"player does not take {frame.kind}")
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
+        if frame.session_id != self.session_id:
+            return
         if isinstance(frame, HoldFrame):
             self.buf.hold(frame.response_id, frame.hold)
+        stopped = set(frame.stopped) if isinstance(frame, InterruptFrame) else set()
         if changed:
-            for rid in self.buf.drop():
-                self._events.put(("reply_stopped", rid, time.time(), {}))
+            stopped |= set(self.buf.drop())
+        t = time.time()
+        for rid in sorted(stopped):
+            # what was heard goes back with the stop, at once (the session waits on it for the
+            # history); the last audible sample's time follows once the fade-out has played
+            self.event(ReplyStopped(session_id=self.session_id, response_id=rid, t=t, heard=self.buf.heard(rid),
+                                    chunks=self._chunks_of(rid), output_rate=self.rate))
+            self._events.put(("reply_audio_stopped", rid, t, {}))
+
+    def _chunks_of(self, rid: int) -> list[dict]:
+        return [c for c in self.chunks if c["response_id"] == rid]
 
     @ray.method(concurrency_group="control")
     def heard(self, response_id: int) -> list[dict]:
@@ -289,26 +308,33 @@ class PlayerStage(Stage):
     def _on_device_error(self, message: str | None) -> None:
         if message is None:
             self._outage = False
-            self._events.put(("device_reopened", 0, time.time(), {"device": "output"}))
+            self._events.put(("device_reopened", 0, time.time(), {}))
         elif not self._outage:  # one report per outage, not one per retry
             self._outage = True
             self.device_errors += 1
-            self._events.put(("error", 0, time.time(), {"stage": self.name, "message": message}))
+            self._events.put(("error", 0, time.time(), {"message": message}))
 
     def _event_loop(self) -> None:
+        """Off the sink's thread (which must never block on Ray): what was heard, to the session."""
         while True:
             name, rid, t, data = self._events.get()
-            if name == "chunk_audible":  # to the avatar stage, where there is one (emit skips it otherwise)
-                self.emit("avatar", ChunkAudibleFrame(response_id=rid, t_audible=t, **data))
-                continue
-            if name in ("reply_done", "reply_stopped"):
-                if name == "reply_stopped":
-                    time.sleep(0.1)  # the fade-out and the device's buffer are still to be heard
-                data = {**data, "chunks": [c for c in self.chunks if c["response_id"] == rid],
-                        "heard": self.buf.heard(rid), "output_rate": self.rate}
+            own = dict(session_id=self.session_id, response_id=rid, t=t)
+            if name == "chunk_audible":  # to the avatar stage, where there is one
+                self.emit(ChunkAudibleFrame(t_audible=t, **{k: v for k, v in own.items() if k != "t"}, **data))
+            elif name == "first_reply_sample_out":
+                self.event(ReplyAudible(**own))
+            elif name == "reply_done":
+                self.event(ReplyDone(heard=self.buf.heard(rid), chunks=self._chunks_of(rid), output_rate=self.rate,
+                                     **own))
+                self.last_loud.pop(rid, None)
+            elif name == "reply_audio_stopped":
+                time.sleep(0.1)  # the fade-out and the device's buffer are still to be heard
                 if rid in self.last_loud:
-                    data["audio_stopped_t"] = self.last_loud.pop(rid)
-            self.event(name, rid, t=t, **data)
+                    self.event(ReplyAudioStopped(audio_stopped_t=self.last_loud.pop(rid), **own))
+            elif name == "device_reopened":
+                self.event(DeviceReopened(device="output", **own))
+            elif name == "error":
+                self.event(StageError(stage=self.name, message=data["message"], **own))
 
     def extra_stats(self) -> dict:
         sink = self.sink

@@ -15,9 +15,12 @@ import time
 
 import numpy as np
 
+from dataclasses import dataclass, field
+
 from actors.base import Stage, stage_actor
 from models.runtime import InferenceThread
 from pipeline.audio.convert import to_float32
+from pipeline.flow.events import TranscriptTimed
 from pipeline.flow.frames import (Frame, FrameError, InputAudioFrame, TranscriptFrame, UserPausedFrame,
                              UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
 
@@ -82,6 +85,17 @@ def transcribe(model, audio: np.ndarray, language: str, beam_size: int, no_speec
     return " ".join(s.text.strip() for s in segments if s.no_speech_prob < no_speech_threshold).strip()
 
 
+@dataclass
+class _Utterance:
+    """One conversation's utterance being heard."""
+
+    utterance: int = 0
+    start: float = 0.0  # where it starts in the input stream (s)
+    chunks: list = field(default_factory=list)
+    spec: tuple | None = None  # (future, t_start, audio seconds) of a speculative transcription
+    spoken_s: float = 0.0  # speech before the last pause (s)
+
+
 class STTStage(Stage):
     name = "stt"
 
@@ -92,15 +106,14 @@ class STTStage(Stage):
         self.model = self.worker.call(load_whisper, self.cfg)
         # warm-up: the first call allocates CTranslate2's buffers
         self.worker.call(transcribe, self.model, np.zeros(16000, np.float32), "en", 1, 1.0)
-        self._chunks: list[np.ndarray] = []
-        self._utterance = 0
-        self._start = 0.0
-        self._spec = None  # (future, t_start, audio seconds) of a speculative transcription
-        self._spoken_s = 0.0  # speech before the last pause (s)
+        self._utt: dict[str, _Utterance] = {}  # per conversation
         self.last_rtf = 0.0
         self.speculative_used = 0
         self.speculative_wasted = 0
         self.speculative_retried = 0  # empty speculative results checked on the whole utterance
+
+    def on_close(self, session_id: str) -> None:
+        self._utt.pop(session_id, None)
 
     def extra_stats(self) -> dict:
         return {"last_rtf": self.last_rtf, "thread_nice": self.worker.thread_nice(),
@@ -113,63 +126,87 @@ class STTStage(Stage):
         text = transcribe(self.model, audio, s.language, s.beam_size, s.no_speech_threshold)
         return text, time.perf_counter() - t
 
-    def _start_transcription(self):
-        audio = to_float32(np.concatenate(self._chunks)) if self._chunks else np.zeros(0, np.float32)
+    def _start_transcription(self, audio: np.ndarray):
         return self.worker.submit(self._timed_transcribe, audio), time.time(), len(audio) / 16000
 
+    @staticmethod
+    def _audio(u: _Utterance) -> np.ndarray:
+        return to_float32(np.concatenate(u.chunks)) if u.chunks else np.zeros(0, np.float32)
+
     def process(self, frame: Frame) -> None:
+        sid = frame.session_id
+        u = self._utt.setdefault(sid, _Utterance())
         if isinstance(frame, UserStartedSpeakingFrame):
-            self._chunks, self._utterance, self._start = [], frame.utterance_id, frame.audio_time
-            self._spec = None
+            self._utt[sid] = _Utterance(frame.utterance_id, frame.audio_time)
         elif isinstance(frame, UserPausedFrame):
-            if self._spec is not None:
+            if u.spec is not None:
                 self.speculative_wasted += 1  # the user spoke on after the last pause
-            self._spec = spec = self._start_transcription()
-            self._spoken_s = frame.audio_time - self._start
-            utterance = self._utterance
+            u.spec = spec = self._start_transcription(self._audio(u))
+            u.spoken_s = frame.audio_time - u.start
             # the early words go to the session at once (preemptive reply), unless
             # the user spoke on or the endpoint came first
-            spec[0].add_done_callback(lambda f: self._preliminary(f, spec, utterance))
+            spec[0].add_done_callback(lambda f: self._preliminary(f, sid, u, spec))
         elif isinstance(frame, InputAudioFrame):
             if frame.sample_rate != 16000:
                 raise FrameError(f"stt needs 16000 Hz audio, got {frame.sample_rate} Hz")
-            self._chunks.append(frame.pcm)
+            u.chunks.append(frame.pcm)
         elif isinstance(frame, UserStoppedSpeakingFrame):
-            self._finish(frame)
+            self._finish(sid, u, frame)
+            self._utt.pop(sid, None)
         else:
             raise FrameError(f"stt does not take {frame.kind}")
 
-    def _preliminary(self, fut, spec, utterance: int) -> None:
-        if self._spec is not spec or fut.cancelled() or fut.exception() is not None:
+    def _preliminary(self, fut, sid: str, u: _Utterance, spec) -> None:
+        if u.spec is not spec or fut.cancelled() or fut.exception() is not None:
             return
         text, _took = fut.result()
         if text:
-            self.emit("session", TranscriptFrame(text=text, final=False, utterance_id=utterance,
-                                                 audio_start=self._start))
+            self.emit(TranscriptFrame(text=text, final=False, utterance_id=u.utterance, audio_start=u.start,
+                                      session_id=sid))
 
-    def _finish(self, stop: UserStoppedSpeakingFrame) -> None:
-        # every pause is followed by speech (a new pause) or by this stop, so
-        # the latest speculative run covers all the speech of the utterance
-        spec = self._spec
+    def _finish(self, sid: str, u: _Utterance, stop: UserStoppedSpeakingFrame) -> None:
+        """The endpoint: the final words, without waiting here (the data lane serves everyone).
+
+        Every pause is followed by speech (a new pause) or by this stop, so the latest
+        speculative run covers all the speech of the utterance."""
+        spec = u.spec  # (its preliminary words still go out first when it completes: callbacks run in order)
         if spec is not None:
             self.speculative_used += 1
-        fut, t0, audio_s = spec or self._start_transcription()
-        text, took = fut.result()
-        if not text and spec is not None and self._spoken_s >= RETRY_MIN_SPEECH_S:
-            # a barge-in's "What about the weather?" (its start muted by the canceller) came back
-            # empty from the audio up to the pause (no-speech score >= 0.6) and as "I'm out of the
-            # weather." from the whole utterance: once in 24 barge-ins, and the reply went on as if
-            # the user had said nothing
-            fut, _, audio_s = self._start_transcription()
-            text, again = fut.result()
-            took += again
-            self.speculative_retried += 1
-        self._spec, self._chunks = None, []
+        fut, t0, audio_s = spec or self._start_transcription(self._audio(u))
+        whole = self._audio(u) if spec is not None and u.spoken_s >= RETRY_MIN_SPEECH_S else None
+
+        def done(f) -> None:
+            try:
+                text, took = f.result()
+            except Exception as e:
+                self.report_error(f"stt failed: {e}", sid)
+                text, took = "", 0.0
+            if not text and whole is not None:
+                # a barge-in's "What about the weather?" (its start muted by the canceller) came back
+                # empty from the audio up to the pause (no-speech score >= 0.6) and as "I'm out of the
+                # weather." from the whole utterance: once in 24 barge-ins, and the reply went on as if
+                # the user had said nothing
+                self.speculative_retried += 1
+                again = self.worker.submit(self._timed_transcribe, whole)
+                again.add_done_callback(lambda g: self._final(sid, u, stop, g, t0, len(whole) / 16000, took))
+                return
+            self._final(sid, u, stop, f, t0, audio_s, 0.0)
+
+        fut.add_done_callback(done)
+
+    def _final(self, sid: str, u: _Utterance, stop: UserStoppedSpeakingFrame, fut, t0: float, audio_s: float,
+               took_before: float) -> None:
+        try:
+            text, took = fut.result()
+        except Exception as e:
+            self.report_error(f"stt failed: {e}", sid)
+            text, took = "", 0.0
+        took += took_before
         self.last_rtf = took / max(audio_s, 1e-6)
-        self.emit("session", TranscriptFrame(text=text, final=True, utterance_id=stop.utterance_id,
-                                             audio_start=self._start, audio_end=stop.audio_time))
-        self.event("stt_done", 0, utterance=stop.utterance_id, stt_s=took, audio_s=audio_s, t_start=t0,
-                   wait_s=time.time() - stop.created)
+        self.emit(TranscriptFrame(text=text, final=True, utterance_id=stop.utterance_id, audio_start=u.start,
+                                  audio_end=stop.audio_time, session_id=sid))
+        self.event(TranscriptTimed(session_id=sid, utterance=stop.utterance_id, stt_s=took, audio_s=audio_s,
+                                   t_start=t0, wait_s=time.time() - stop.created))
 
 
 STTActor = stage_actor(STTStage)

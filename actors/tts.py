@@ -1,20 +1,40 @@
-"""TTS stage: Kokoro-82M (kokoro-onnx) on clause/sentence chunks of the stream.
+"""TTS service: Kokoro-82M (kokoro-onnx) on clause/sentence chunks of the streams.
 
-The first clause is synthesized while the LLM is still streaming the rest.
-Each audio frame carries the text range it speaks, so the player can tell
-which words were actually heard.
+One shared model serves every conversation pinned to this pool member. Each reply's
+text is cut into chunks as it streams (a ``TextChunker`` per reply); the chunks wait in
+the reply's own queue and one synthesis thread takes the next: a reply's first chunk
+goes before anyone's later chunks (first audio is what a listener waits on; later
+chunks have the audio already queued to hide behind), otherwise the oldest. So the
+first clause is synthesized while the LLM is still streaming the rest, and a
+conversation never waits behind another's whole reply. Each audio frame carries the
+text range it speaks, so the output can tell which words were actually heard.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from actors.base import Stage, stage_actor
 from models.runtime import InferenceThread
 from pipeline.audio.convert import to_int16
-from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMTokenFrame, TTSAudioFrame
 from pipeline.conversation.text_chunker import Chunk, TextChunker
+from pipeline.flow.events import TTSFirstAudio
+from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMTokenFrame, TTSAudioFrame
+
+
+@dataclass
+class _Reply:
+    session_id: str
+    response_id: int
+    priority: int
+    since: float = field(default_factory=time.monotonic)
+    chunker: TextChunker | None = None
+    todo: deque = field(default_factory=deque)  # Chunk, or the EndOfTurnFrame after the last one
+    spoken: int = 0  # chunks synthesized
 
 
 class TTSStage(Stage):
@@ -26,74 +46,120 @@ class TTSStage(Stage):
         self.worker = InferenceThread("tts", self.cfg.tts.nice)
         self.tts = self.worker.call(load_kokoro, self.cfg)
         self.sample_rate = 24000
-        self.worker.call(self._synth, "Hello.")  # warm-up: first run allocates
-        self._chunkers: dict[int, TextChunker] = {}
-        self._first_audio: set[int] = set()
+        self.worker.call(self._synth, "Hello.", self.cfg.tts.voice)  # warm-up: first run allocates
+        self._replies: dict[tuple[str, int], _Reply] = {}
+        self._work = threading.Condition()
         self.synth_s = 0.0
         self.audio_s = 0.0
+        threading.Thread(target=self._run, name="tts-synth", daemon=True).start()
+
+    def voices(self) -> list[str]:
+        return sorted(self.tts.get_voices())
 
     def extra_stats(self) -> dict:
+        with self._work:
+            queued = sum(len(r.todo) for r in self._replies.values())
         return {"rtf": self.synth_s / self.audio_s if self.audio_s else None, "aborted": self.tts.sess.aborted,
-                "thread_nice": self.worker.thread_nice()}
+                "thread_nice": self.worker.thread_nice(), "queued_chunks": queued}
 
-    def _synth(self, text: str) -> np.ndarray:
+    def _synth(self, text: str, voice: str) -> np.ndarray:
         c = self.cfg.tts
-        audio, rate = self.tts.create(text, voice=c.voice, speed=c.speed, lang=c.lang)
+        audio, rate = self.tts.create(text, voice=voice, speed=c.speed, lang=c.lang)
         self.sample_rate = rate
         return to_int16(np.asarray(audio, dtype=np.float32).ravel())
 
-    def _chunker(self, rid: int) -> TextChunker:
-        if rid not in self._chunkers:
+    # ------------------------------------------------------------ the data lane: text in
+    def _reply(self, frame: Frame) -> _Reply:
+        key = (frame.session_id, frame.response_id)
+        r = self._replies.get(key)
+        if r is None:
             t = self.cfg.tts
-            self._chunkers = {r: c for r, c in self._chunkers.items() if self.gate.is_live(r)}
-            self._chunkers[rid] = TextChunker(t.first_chunk_min_chars, t.chunk_min_chars,
-                                              first_max_words=t.first_chunk_max_words)
-        return self._chunkers[rid]
+            r = self._replies[key] = _Reply(frame.session_id, frame.response_id, int(frame.priority))
+            r.chunker = TextChunker(t.first_chunk_min_chars, t.chunk_min_chars,
+                                    first_max_words=t.first_chunk_max_words)
+        return r
 
     def process(self, frame: Frame) -> None:
-        rid = frame.response_id
-        if isinstance(frame, LLMTokenFrame):
-            for chunk in self._chunker(rid).add(frame.text):
-                self._speak(chunk, frame)
-        elif isinstance(frame, EndOfTurnFrame):
-            for chunk in self._chunker(rid).flush():
-                self._speak(chunk, frame)
-            self._chunkers.pop(rid, None)
-            if self.gate.is_live(rid):
-                self.emit("player", EndOfTurnFrame(response_id=rid, text=frame.text, priority=frame.priority))
-        else:
-            raise FrameError(f"tts does not take {frame.kind}")
+        with self._work:
+            r = self._reply(frame)
+            if isinstance(frame, LLMTokenFrame):
+                r.todo.extend(r.chunker.add(frame.text))
+            elif isinstance(frame, EndOfTurnFrame):
+                r.todo.extend(r.chunker.flush())
+                r.todo.append(frame)
+            else:
+                raise FrameError(f"tts does not take {frame.kind}")
+            self._work.notify()
 
-    def on_control(self, frame: ControlFrame, changed: bool) -> None:
-        # (dead replies' chunkers are dropped by _chunker on the data lane, the only
-        # thread that touches them) stop the clause in flight if nobody will hear it
-        if changed:
-            self.tts.sess.abort_if(lambda rid: rid is not None and not self.gate.is_live(rid))
+    # ------------------------------------------------------------ the synthesis thread
+    def _next(self) -> tuple[_Reply, Chunk | EndOfTurnFrame] | None:
+        """The most urgent piece of work: a reply's first chunk before later ones, else the oldest."""
+        ready = [r for r in self._replies.values() if r.todo]
+        if not ready:
+            return None
+        r = min(ready, key=lambda r: (r.spoken > 0 and isinstance(r.todo[0], Chunk), r.since))
+        return r, r.todo.popleft()
 
-    def _speak(self, chunk: Chunk, src: Frame) -> None:
-        rid = src.response_id
+    def _run(self) -> None:
+        while True:
+            with self._work:
+                item = self._next()
+                while item is None:
+                    self._work.wait()
+                    item = self._next()
+            r, piece = item
+            try:
+                if isinstance(piece, EndOfTurnFrame):
+                    with self._work:
+                        self._replies.pop((r.session_id, r.response_id), None)
+                    if self.is_live(r.session_id, r.response_id):
+                        self.emit(piece)
+                else:
+                    self._speak(r, piece)
+            except Exception as e:  # one bad chunk must not stop the synthesis of everyone
+                self.report_error(f"tts failed on {piece!r}: {e}", r.session_id, r.response_id)
+
+    def _speak(self, r: _Reply, chunk: Chunk) -> None:
+        sid, rid = r.session_id, r.response_id
         text = chunk.speech
-        if not text or not self.gate.is_live(rid):
+        if not text or not self.is_live(sid, rid):
             return
+        spec = self.conversations.get(sid)
+        voice = (spec.voice if spec is not None else "") or self.cfg.tts.voice
         t0 = time.time()
-        self.tts.sess.tag = rid
+        self.tts.sess.tag = (sid, rid)
         try:
-            pcm = self.worker.call(self._synth, text)
+            pcm = self.worker.call(self._synth, text, voice)
         except Exception:
-            if not self.gate.is_live(rid):
+            if not self.is_live(sid, rid):
                 return  # aborted by an interrupt/cancel
             raise
         took = time.time() - t0
         self.synth_s += took
         self.audio_s += len(pcm) / self.sample_rate
-        if not self.gate.is_live(rid) or len(pcm) == 0:
+        r.spoken += 1
+        if not self.is_live(sid, rid) or len(pcm) == 0:
             return
-        if rid not in self._first_audio:
-            self._first_audio.add(rid)
-            self.event("tts_first_audio", rid, synth_s=took, chars=len(text), t_start=t0)
-        self.emit("player", TTSAudioFrame(pcm=pcm, sample_rate=self.sample_rate, response_id=rid,
-                                          priority=src.priority, text=chunk.text, text_start=chunk.start,
-                                          text_end=chunk.end, chunk_index=chunk.index))
+        if r.spoken == 1:
+            self.event(TTSFirstAudio(session_id=sid, response_id=rid, synth_s=took, chars=len(text), t_start=t0))
+        self.emit(TTSAudioFrame(pcm=pcm, sample_rate=self.sample_rate, session_id=sid, response_id=rid,
+                                priority=r.priority, text=chunk.text, text_start=chunk.start, text_end=chunk.end,
+                                chunk_index=chunk.index))
+
+    # ------------------------------------------------------------ the control lane
+    def on_control(self, frame: ControlFrame, changed: bool) -> None:
+        if changed:
+            self._drop(lambda sid, rid: not self.is_live(sid, rid))
+
+    def on_close(self, session_id: str) -> None:
+        self._drop(lambda sid, rid: sid == session_id)
+
+    def _drop(self, dead) -> None:
+        """Forget the queued work of dead replies, and stop the clause in flight if nobody will hear it."""
+        with self._work:
+            for key in [k for k in self._replies if dead(*k)]:
+                del self._replies[key]
+        self.tts.sess.abort_if(lambda tag: tag is not None and dead(*tag))
 
 
 TTSActor = stage_actor(TTSStage)

@@ -13,9 +13,14 @@ from collections import deque
 
 import numpy as np
 
+from typing import Any, Callable
+
 from actors.base import Stage, stage_actor
 from pipeline.audio.convert import rms, to_float32
 from pipeline.audio.endpointing import Endpointer
+from pipeline.config import Config
+from pipeline.flow.events import (SpeechOnset, SpeechOnsetRejected, SpeechPaused, SpeechResumed, SpeechStarted,
+                                  SpeechStopped)
 from pipeline.flow.frames import (Frame, FrameError, InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame,
                              UserStoppedSpeakingFrame)
 
@@ -24,14 +29,15 @@ MAX_LATE_S = 1.0  # how far a late-confirmed speech start reaches back for its o
 ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice may be in the mic
 
 
-class VADStage(Stage):
-    name = "vad"
+class VoiceDetector:
+    """One conversation's voice activity: its Silero states, endpointer and buffers."""
 
-    def setup(self) -> None:
+    def __init__(self, cfg: Config, session_id: str, emit: Callable[[Frame], None]) -> None:
         import webrtcvad
 
         from models.registry import load_silero
 
+        self.cfg, self.session_id, self.emit = cfg, session_id, emit
         v = self.cfg.vad
         self.hop = 16000 * self.cfg.audio.input_block_ms // 1000
         self.phases = WINDOW // self.hop  # model states taking turns: each sees windows end to end
@@ -76,7 +82,7 @@ class VADStage(Stage):
         # (prob, level, guard, talk-over prob): why an onset
         self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=4 * self.phases)
 
-    def extra_stats(self) -> dict:
+    def stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
                 "strict_windows": self.strict_windows, "residual_gated": self.residual_gated,
                 "talk_over_windows": self.talk_over_windows}
@@ -93,9 +99,7 @@ class VADStage(Stage):
                 return 0.0
         return float(model(x, 16000)[0][0])
 
-    def process(self, frame: Frame) -> None:
-        if not isinstance(frame, InputAudioFrame):
-            raise FrameError(f"vad takes InputAudioFrame, got {frame.kind}")
+    def process(self, frame: InputAudioFrame) -> None:
         if frame.sample_rate != 16000:
             raise FrameError(f"vad needs 16000 Hz audio, got {frame.sample_rate} Hz (the mic stage resamples)")
         if frame.echo_guard > ECHO_FLOOR:
@@ -118,7 +122,7 @@ class VADStage(Stage):
             self._echo_guard = max(g for g, _ in self._echo)
             self._echo_level = max(e for _, e in self._echo)
             block = InputAudioFrame(pcm=new, sample_rate=16000, stream_pos=self._buf_pos,
-                                    capture_time=self._buf_capture)
+                                    capture_time=self._buf_capture, session_id=self.session_id)
             self._buf_pos += self.hop
             self._buf_capture += self.hop / 16000
             self._window(block)
@@ -164,34 +168,35 @@ class VADStage(Stage):
                 onset = 1  # louder than the echo can be: no leak of the canceller's (that takes two)
                 self.talk_over_windows += 1
         ev = self.endpointer.update(prob, t, strict, onset, uncertain)
-        if ev is not None and ev.kind in ("onset", "reject"):  # lets a reply pause at once, or go on
-            self.event("user_speech_onset" if ev.kind == "onset" else "user_speech_onset_rejected",
-                       audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time,
-                       windows=list(self._recent))
+        sid = self.session_id
+        if ev is not None and ev.kind == "onset":  # lets a reply pause at once ...
+            self.emit(SpeechOnset(session_id=sid, audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time,
+                                  windows=list(self._recent)))
+        elif ev is not None and ev.kind == "reject":  # ... or go on
+            self.emit(SpeechOnsetRejected(session_id=sid, audio_time=ev.audio_time))
         if ev is not None and ev.kind == "start":
             self.utterance += 1
             lag = ev.detected_at - ev.audio_time
-            start = UserStartedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance)
-            self.emit("stt", start)
+            mark = dict(session_id=sid, utterance_id=self.utterance, audio_time=ev.audio_time)
+            self.emit(UserStartedSpeakingFrame(**mark))
             # pre-roll: the windows before detection hold the onset of the speech
             for f in self._lead_in(ev.audio_time):
-                self.emit("stt", f)
+                self.emit(f)
             self.before.clear()
-            self.event("user_speech_started", utterance=self.utterance, audio_time=ev.audio_time,
-                       detect_lag=lag)
+            self.emit(SpeechStarted(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time, detect_lag=lag))
         if self.endpointer.in_speech or (ev is not None and ev.kind == "stop"):
-            self.emit("stt", block)
+            self.emit(block)
             if ev is not None and ev.kind == "pause":
-                self.emit("stt", UserPausedFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
-                self.event("user_speech_paused", utterance=self.utterance, audio_time=ev.audio_time)
+                self.emit(UserPausedFrame(session_id=sid, utterance_id=self.utterance, audio_time=ev.audio_time))
+                self.emit(SpeechPaused(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time))
             elif ev is not None and ev.kind == "resume":
-                self.event("user_speech_resumed", utterance=self.utterance, audio_time=ev.audio_time)
+                self.emit(SpeechResumed(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time))
         else:
             self.before.append((block, prob))
         if ev is not None and ev.kind == "stop":
-            self.emit("stt", UserStoppedSpeakingFrame(audio_time=ev.audio_time, utterance_id=self.utterance))
-            self.event("user_speech_stopped", utterance=self.utterance, audio_time=ev.audio_time,
-                       detect_lag=ev.detected_at - ev.audio_time)
+            self.emit(UserStoppedSpeakingFrame(session_id=sid, utterance_id=self.utterance, audio_time=ev.audio_time))
+            self.emit(SpeechStopped(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time,
+                                    detect_lag=ev.detected_at - ev.audio_time))
 
     def _lead_in(self, run_start: float) -> list[InputAudioFrame]:
         """The windows to send before a speech start: the starting run itself (from ``run_start``,
@@ -205,6 +210,33 @@ class VADStage(Stage):
         while i > 0 and items[i - 1][1] >= self.cfg.vad.neg_threshold:
             i -= 1
         return [f for f, _ in items[max(0, i - self.pre_roll_windows):]]
+
+
+class VADStage(Stage):
+    """Voice activity for every conversation that has a voice: a detector each."""
+
+    name = "vad"
+
+    def setup(self) -> None:
+        self.detectors: dict[str, VoiceDetector] = {}
+
+    def on_close(self, session_id: str) -> None:
+        self.detectors.pop(session_id, None)
+
+    def extra_stats(self) -> dict:
+        out: dict[str, Any] = {}
+        for d in list(self.detectors.values()):  # summed over conversations
+            for k, v in d.stats().items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def process(self, frame: Frame) -> None:
+        if not isinstance(frame, InputAudioFrame):
+            raise FrameError(f"vad takes InputAudioFrame, got {frame.kind}")
+        d = self.detectors.get(frame.session_id)
+        if d is None:
+            d = self.detectors[frame.session_id] = VoiceDetector(self.cfg, frame.session_id, self.emit)
+        d.process(frame)
 
 
 VADActor = stage_actor(VADStage)

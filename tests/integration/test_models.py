@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from actors.stt import transcribe
-from actors.vad import VADStage
+from actors.vad import VoiceDetector
+from pipeline.flow.events import Event, SpeechOnset, SpeechStarted, SpeechStopped
 from pipeline.audio.convert import load_audio, to_float32
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.flow.frames import InputAudioFrame
@@ -14,19 +15,28 @@ from tests.conftest import speech_span
 pytestmark = pytest.mark.integration
 
 
-class RecordingVAD(VADStage):
-    """The real VAD stage with its outputs recorded instead of sent."""
+class RecordingVAD:
+    """The real voice detector of one conversation, its outputs recorded instead of sent:
+    ``sent`` what goes to the STT, ``events`` the typed events for the session."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)
         self.sent: list = []
         self.events: list = []
+        self.det = VoiceDetector(cfg, "default", self._record)
+        self.hop = self.det.hop
 
-    def emit(self, dest, frame):
-        self.sent.append((dest, frame))
+    def _record(self, frame):
+        (self.events if isinstance(frame, Event) else self.sent).append(frame)
 
-    def event(self, name, response_id=0, t=None, **data):
-        self.events.append((name, data))
+    def setup(self):
+        pass
+
+    def push(self, frame):
+        self.det.process(frame)
+
+    @property
+    def talk_over_windows(self) -> int:
+        return self.det.talk_over_windows
 
 
 def run_vad(cfg, pcm: np.ndarray) -> RecordingVAD:
@@ -43,17 +53,17 @@ def test_vad_finds_speech_span_within_100ms(speech, test_config):
     pcm = load_audio(wav)
     true_start, true_end = speech_span(pcm, 16000)
     vad = run_vad(test_config, pcm)
-    starts = [d for n, d in vad.events if n == "user_speech_started"]
-    stops = [d for n, d in vad.events if n == "user_speech_stopped"]
+    starts = [e for e in vad.events if isinstance(e, SpeechStarted)]
+    stops = [e for e in vad.events if isinstance(e, SpeechStopped)]
     assert len(starts) == 1 and len(stops) == 1, vad.events
-    assert abs(starts[0]["audio_time"] - true_start) <= 0.1
-    assert abs(stops[0]["audio_time"] - true_end) <= 0.1
+    assert abs(starts[0].audio_time - true_start) <= 0.1
+    assert abs(stops[0].audio_time - true_end) <= 0.1
     # the endpoint is declared after the configured silence, not before
-    assert stops[0]["detect_lag"] >= test_config.vad.endpoint_silence_ms / 1000
+    assert stops[0].detect_lag >= test_config.vad.endpoint_silence_ms / 1000
     # what STT receives is bracketed: start, audio (with pre-roll), stop
-    kinds = [f.kind for d, f in vad.sent if d == "stt"]
+    kinds = [f.kind for f in vad.sent]
     assert kinds[0] == "UserStartedSpeakingFrame" and kinds[-1] == "UserStoppedSpeakingFrame"
-    first_audio = next(f for d, f in vad.sent if f.kind == "InputAudioFrame")
+    first_audio = next(f for f in vad.sent if f.kind == "InputAudioFrame")
     assert first_audio.stream_pos / 16000 <= true_start  # pre-roll keeps the onset
 
 
@@ -62,7 +72,7 @@ def test_vad_ignores_noise_and_silence(test_config):
     noise = (rng.standard_normal(16000 * 3) * 2000).astype(np.int16)
     hum = (np.sin(2 * np.pi * 120 * np.arange(16000 * 2) / 16000) * 3000).astype(np.int16)
     vad = run_vad(test_config, np.concatenate([np.zeros(8000, np.int16), noise, hum]))
-    assert [n for n, _ in vad.events] == []
+    assert vad.events == []
 
 
 def test_stt_transcribes_known_sentence(speech, whisper, test_config):
@@ -168,8 +178,8 @@ def test_vad_hears_the_user_over_the_echo_before_the_canceller_lets_them_through
     vad.setup()
     for f in _echo_frames(echo, user, suppressed_s=0.128, block=vad.hop):
         vad.push(f)
-    onsets = [d for n, d in vad.events if n == "user_speech_onset"]
-    assert onsets and t_user - 0.032 <= onsets[0]["audio_time"] < t_user + 0.128, (t_user, onsets)
+    onsets = [e for e in vad.events if isinstance(e, SpeechOnset)]
+    assert onsets and t_user - 0.032 <= onsets[0].audio_time < t_user + 0.128, (t_user, onsets)
     assert vad.talk_over_windows > 0
 
 
@@ -190,8 +200,8 @@ def test_a_16ms_hop_hears_the_user_over_the_echo_sooner(speech, test_config):
             vad.setup()
             for f in _echo_frames(echo, user, suppressed_s=0.128, block=vad.hop):
                 vad.push(f)
-            onset = next(d for n, d in vad.events if n == "user_speech_onset")
-            found[ms].append(onset["audio_time"] + onset["detect_lag"])  # when it was known
+            onset = next(e for e in vad.events if isinstance(e, SpeechOnset))
+            found[ms].append(onset.audio_time + onset.detect_lag)  # when it was known
     assert all(a <= b + 1e-9 for a, b in zip(found[16], found[32])), found
     assert np.mean(found[16]) < np.mean(found[32]), found
 
@@ -202,4 +212,4 @@ def test_vad_takes_the_echo_alone_for_no_one(speech, test_config):
     echo = _reply_echo(speech, 6.0)
     for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0, block=vad.hop):
         vad.push(f)
-    assert [n for n, _ in vad.events] == [] and vad.talk_over_windows == 0
+    assert vad.events == [] and vad.talk_over_windows == 0

@@ -90,12 +90,18 @@ def test_noise_only_input_gives_no_turn(tmp_path):
 
 def test_dead_llm_endpoint_is_reported(speech, tmp_path):
     question = speech("Are you there?")
-    p = talk("--input", str(question), "--output", str(tmp_path / "r.wav"), "--json", "--fast",
+    out = tmp_path / "r.wav"
+    p = talk("--input", str(question), "--output", str(out), "--json",
              "--set", "llm.base_url=http://127.0.0.1:9/v1", "--set", "llm.timeout_s=3")
-    assert p.returncode == 1
+    assert p.returncode == 5, p.stderr[-2000:]  # not "no speech heard" and 0
+    assert "LLM endpoint http://127.0.0.1:9/v1 did not answer" in p.stderr
     res = json.loads(p.stdout)
-    assert res["transcript"]  # the engine heard the user ...
+    assert res["transcript"] and res["state"] == "failed"  # the engine heard the user ...
     assert any("LLM endpoint" in e and "127.0.0.1:9" in e for e in res["errors"]), res["errors"]  # ... and says why
+    # ... aloud too: the voice conversation says a short apology instead of going silent
+    assert "not responding" in res["stages"]["spoken_notice"]
+    pcm, rate = read_wav(out)
+    assert np.abs(pcm.astype(np.int32)).max() > 3000 and len(pcm) > rate  # a second or more of speech
 
 
 def test_bad_input_and_config_fail_clearly(tmp_path):

@@ -81,7 +81,7 @@ class SenderStage(Stage):
 
     def send_many(self, dest: str, n: int, response_id: int = 1) -> int:
         for i in range(1, n + 1):
-            self.emit(dest, SentenceFrame(text=f"sentence {i}.", index=i, response_id=response_id))
+            self.send(dest, SentenceFrame(text=f"sentence {i}.", index=i, response_id=response_id))
         return n
 
 

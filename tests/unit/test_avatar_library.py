@@ -2,7 +2,6 @@
 list, delete, resolve, install_default without npm, and the CLI."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

@@ -11,7 +11,9 @@ import pytest
 from actors.avatar import AvatarStage
 from avatar.emotion import ExpressionMap
 from pipeline.config import Config
-from pipeline.flow.frames import ChunkAudibleFrame, EndOfTurnFrame, EventFrame, InterruptFrame, TTSAudioFrame
+from pipeline.flow.events import StageError
+from pipeline.flow.frames import ChunkAudibleFrame, EndOfTurnFrame, InterruptFrame, TTSAudioFrame
+from pipeline.flow.routes import ConversationSpec
 
 HARU_EXPRESSIONS = [f"f0{i}" for i in range(1, 9)]
 HARU_MOTIONS = {"idle": 3, "tap_body": 3, "flick_head": 3, "pinch_in": 3, "pinch_out": 3, "shake": 3}
@@ -70,6 +72,7 @@ def _started_without_a_model(tmp_path, calls: list) -> tuple[AvatarStage, dict]:
     st = AvatarStage(_config(tmp_path))
     st.ready()
     st.connect({"session": FakeHandle(calls)})
+    st.open_conversation(ConversationSpec("default", "player"))
     return st, st.started(timeout=10)
 
 
@@ -102,9 +105,9 @@ def test_a_missing_model_is_one_clear_error_event_and_no_face(tmp_path):
     st, status = _started_without_a_model(tmp_path, calls)
     st.started(timeout=1)  # asked again: still one report
     assert not status["running"] and "avatar disabled: no avatar model 'nope'" in status["error"]
-    errors = [f for name, f in calls if name == "push" and isinstance(f, EventFrame) and f.name == "error"]
+    errors = [f for name, f in calls if name == "push" and isinstance(f, StageError)]
     assert len(errors) == 1
-    assert errors[0].data == {"stage": "avatar", "message": status["error"]}
+    assert (errors[0].stage, errors[0].message) == ("avatar", status["error"])
     # the rest still answers
     assert st.state() == {"name": "Kokoro", "current_expression": "neutral", "mood": 0.5, "is_speaking": False}
     assert st.mouth_track(0.0, time.time(), wait_s=0.1) == []
@@ -166,8 +169,8 @@ def test_untagged_text_and_unknown_tags_change_nothing(stage):
 
 def test_a_tap_goes_to_the_session_as_a_tap_event(stage):
     stage._on_tap("head", 0.5, 0.25)
-    [(name, msg)] = stage.calls
-    assert name == "send_input"
+    [(name, session_id, msg)] = stage.calls
+    assert (name, session_id) == ("send_input", "default")
     assert msg == {"type": "tap_event", "hitArea": "head", "position": {"x": 0.5, "y": 0.25}}
     from pipeline.conversation.inputs import parse_input
     from pipeline.flow.priorities import Priority
@@ -186,11 +189,10 @@ def test_mouth_track_is_kept_and_cut_to_the_span_asked(stage):
 def test_a_dead_window_process_is_reported_once(stage):
     stage.fake.errors.append("the avatar window was closed")
     stage.fake.alive = False
-    assert _wait(lambda: any(name == "push" and getattr(f, "name", "") == "error" for name, f in stage.calls))
+    assert _wait(lambda: any(name == "push" and isinstance(f, StageError) for name, f in stage.calls))
     time.sleep(0.3)
-    errors = [f for name, f in stage.calls if name == "push" and f.name == "error"]
-    assert len(errors) == 1 and "avatar window process ended: the avatar window was closed" in \
-        errors[0].data["message"]
+    errors = [f for name, f in stage.calls if name == "push" and isinstance(f, StageError)]
+    assert len(errors) == 1 and "avatar window process ended: the avatar window was closed" in errors[0].message
 
 
 def test_the_player_tells_the_avatar_when_a_chunk_is_heard(tmp_path):
@@ -202,8 +204,9 @@ def test_the_player_tells_the_avatar_when_a_chunk_is_heard(tmp_path):
     player = PlayerStage(cfg)
     player.ready()
     player.connect({"avatar": FakeHandle(calls), "session": FakeHandle([])})
+    player.open_conversation(ConversationSpec("default", "player"))
     try:
-        player.open_wav(str(tmp_path / "out.wav"), 24000, realtime=False)
+        player.open_wav(str(tmp_path / "out.wav"), 24000, realtime=False, session_id="default")
         pcm = (3000 * np.sin(np.arange(12000) / 10)).astype(np.int16)
         text = "[happy] Hello there."
         player.push(TTSAudioFrame(pcm=pcm, sample_rate=24000, response_id=1, seq=1, text=text, text_start=0,

@@ -75,7 +75,7 @@ def test_without_ffmpeg_the_reply_frames_become_pngs(tmp_path):
 
 
 def test_talk_video_without_ffmpeg_says_so_and_keeps_pngs(tmp_path, monkeypatch):
-    from pipeline.cli.main import _make_video
+    from pipeline.cli.talk import _make_video
 
     wav(tmp_path / "r.wav", 0.5)
     capture(tmp_path / "r_frames", [99.95 + 0.1 * k for k in range(10)], [10 * k for k in range(10)])
@@ -89,7 +89,7 @@ def test_talk_video_without_ffmpeg_says_so_and_keeps_pngs(tmp_path, monkeypatch)
 
 
 def test_talk_video_without_a_reply_leaves_nothing(tmp_path):
-    from pipeline.cli.main import _make_video
+    from pipeline.cli.talk import _make_video
 
     capture(tmp_path / "r_frames", [1.0, 1.1], [0, 0])
     out = _make_video(SimpleNamespace(t0=0.0, info={"chunks": []}), str(tmp_path / "r.wav"), tmp_path / "r_frames",

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.flow.frames import CancelFrame, FrameError, HoldFrame, InterruptFrame, LLMRequestFrame
 from pipeline.conversation.inputs import parse_input
+from pipeline.flow import events as ev
+from pipeline.flow.frames import FrameError
 from pipeline.flow.priorities import Priority
-from tests.unit.test_session_timeline import SYSTEM, Timeline, only_llm_request, prelim
+from tests.unit.timeline import SYSTEM, Timeline, only_llm_request, prelim
 
 RATE = 24000
 
@@ -42,8 +43,8 @@ def tl():
 
 def speaking(tl, text="Tell me a long story", utterance=1, rid=1):
     tl.user_says(text, utterance)
-    tl.event("llm_first_token", rid)
-    tl.event("first_reply_sample_out", rid)
+    tl.event(ev.LLMFirstToken, rid)
+    tl.event(ev.ReplyAudible, rid)
     assert tl.s.turns[rid].state == "speaking"
 
 
@@ -53,7 +54,7 @@ def kinds(sends):
 
 def test_speech_start_pauses_the_reply_at_the_player_and_drops_nothing(tl):
     speaking(tl)
-    out = tl.event("user_speech_started", utterance=2, audio_time=5.0)
+    out = tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
     assert kinds(out) == [("player", "HoldFrame", 1)]
     assert out[0].frame.hold is True
     assert tl.s.turns[1].state == "speaking" and tl.s.turns[1].paused_by == 2
@@ -62,10 +63,10 @@ def test_speech_start_pauses_the_reply_at_the_player_and_drops_nothing(tl):
 
 def test_long_speech_with_words_confirms_the_interrupt_and_keeps_only_heard_words(tl):
     speaking(tl)
-    tl.event("llm_done", 1, text="Once upon a time, there was a fox. It lived in a wood.")
+    tl.event(ev.LLMDone, 1, text="Once upon a time, there was a fox. It lived in a wood.")
     tl.player.play(1, ["Once upon a time, ", "there was a fox. ", "It lived in a wood."], played_s=1.5)
-    tl.event("user_speech_started", utterance=2, audio_time=5.0)
-    assert tl.event("user_speech_stopped", utterance=2, audio_time=5.8) == []
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
+    assert tl.event(ev.SpeechStopped, utterance=2, audio_time=5.8) == []
     out = tl.transcript("Stop, tell me about cats", 2)
     assert kinds(out) == [("*", "InterruptFrame", 2), ("llm", "LLMRequestFrame", 2)]
     old = tl.s.turns[1]
@@ -84,9 +85,9 @@ def test_long_speech_with_words_confirms_the_interrupt_and_keeps_only_heard_word
 
 def test_reply_interrupted_before_its_first_sample_leaves_no_assistant_message(tl):
     tl.user_says("Hello", 1)
-    tl.event("llm_done", 1, text="Hi there, friend.")
-    tl.event("user_speech_started", utterance=2, audio_time=3.0)
-    tl.event("user_speech_stopped", utterance=2, audio_time=4.0)
+    tl.event(ev.LLMDone, 1, text="Hi there, friend.")
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=3.0)
+    tl.event(ev.SpeechStopped, utterance=2, audio_time=4.0)
     req = only_llm_request([s for s in tl.transcript("Are you there?", 2) if s.dest == "llm"])
     assert [m["role"] for m in req.messages] == ["system", "user", "user"]
     assert tl.s.turns[1].heard == ""
@@ -94,13 +95,13 @@ def test_reply_interrupted_before_its_first_sample_leaves_no_assistant_message(t
 
 def test_a_burst_shorter_than_min_interrupt_resumes_the_reply_and_is_no_turn(tl):
     speaking(tl)
-    tl.event("user_speech_started", utterance=2, audio_time=5.0)
-    out = tl.event("user_speech_paused", utterance=2, audio_time=5.15)  # 150 ms of sound
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
+    out = tl.event(ev.SpeechPaused, utterance=2, audio_time=5.15)  # 150 ms of sound
     assert kinds(out) == [("player", "HoldFrame", 1)] and out[0].frame.hold is False
-    assert tl.s.turns[1].info["false_interruptions"] == 1
+    assert tl.s.turns[1].metrics.info["false_interruptions"] == 1
     assert tl.s.turns[1].paused_by == 0
     assert prelim(tl, "Hm", 2) == []  # no preemptive reply for a burst
-    tl.event("user_speech_stopped", utterance=2, audio_time=5.15)
+    tl.event(ev.SpeechStopped, utterance=2, audio_time=5.15)
     assert tl.s.turns[2].state == "ignored"
     assert tl.transcript("Hm.", 2) == []  # its words do not make a turn
     assert tl.s.turns[1].state == "speaking" and tl.s.replying == 1
@@ -109,34 +110,34 @@ def test_a_burst_shorter_than_min_interrupt_resumes_the_reply_and_is_no_turn(tl)
 
 def test_speaking_on_after_a_short_burst_pauses_again(tl):
     speaking(tl)
-    tl.event("user_speech_started", utterance=2, audio_time=5.0)
-    tl.event("user_speech_paused", utterance=2, audio_time=5.1)  # resumed
-    out = tl.event("user_speech_resumed", utterance=2, audio_time=5.3)
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
+    tl.event(ev.SpeechPaused, utterance=2, audio_time=5.1)  # resumed
+    out = tl.event(ev.SpeechResumed, utterance=2, audio_time=5.3)
     assert kinds(out) == [("player", "HoldFrame", 1)] and out[0].frame.hold is True
-    tl.event("user_speech_stopped", utterance=2, audio_time=6.0)
+    tl.event(ev.SpeechStopped, utterance=2, audio_time=6.0)
     out = tl.transcript("Wait a second", 2)
     assert kinds(out)[0] == ("*", "InterruptFrame", 2)
 
 
 def test_long_speech_with_an_empty_transcript_resumes_the_reply(tl):
     speaking(tl)
-    tl.event("user_speech_started", utterance=2, audio_time=5.0)
-    tl.event("user_speech_stopped", utterance=2, audio_time=6.0)  # a second of laughter
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
+    tl.event(ev.SpeechStopped, utterance=2, audio_time=6.0)  # a second of laughter
     out = tl.transcript("", 2)
     assert kinds(out) == [("player", "HoldFrame", 1)] and out[0].frame.hold is False
     assert tl.s.turns[2].state == "empty"
-    assert tl.s.turns[1].info["false_interruption_reasons"] == ["no words"]
+    assert tl.s.turns[1].metrics.info["false_interruption_reasons"] == ["no words"]
     assert tl.s.turns[1].state == "speaking"
 
 
 def test_preemptive_words_during_a_paused_reply_confirm_the_interrupt_first(tl):
     speaking(tl)
-    tl.event("user_speech_started", utterance=2, audio_time=5.0)
-    tl.event("user_speech_paused", utterance=2, audio_time=5.9)  # long enough: stays paused
+    tl.event(ev.SpeechStarted, utterance=2, audio_time=5.0)
+    tl.event(ev.SpeechPaused, utterance=2, audio_time=5.9)  # long enough: stays paused
     out = prelim(tl, "What about dogs", 2)
     assert kinds(out) == [("*", "InterruptFrame", 2), ("player", "HoldFrame", 3), ("llm", "LLMRequestFrame", 3)]
     assert tl.s.turns[1].state == "interrupted"
-    tl.event("user_speech_stopped", utterance=2, audio_time=6.4)
+    tl.event(ev.SpeechStopped, utterance=2, audio_time=6.4)
     out = tl.transcript("What about dogs?", 2)
     assert kinds(out) == [("player", "HoldFrame", 3)] and out[0].frame.hold is False
 
@@ -144,7 +145,7 @@ def test_preemptive_words_during_a_paused_reply_confirm_the_interrupt_first(tl):
 def test_a_late_reply_done_does_not_undo_the_interruption(tl):
     speaking(tl)
     tl.user_says("Stop", 2)
-    tl.event("reply_done", 1)
+    tl.event(ev.ReplyDone, 1)
     assert tl.s.turns[1].state == "interrupted"
     assert tl.s.replying == 2
 
@@ -152,14 +153,14 @@ def test_a_late_reply_done_does_not_undo_the_interruption(tl):
 def test_speech_after_the_reply_finished_does_not_pause_anything(tl):
     tl.user_says("Hello", 1)
     tl.reply(1, "Hi!")
-    assert tl.event("user_speech_started", utterance=2) == []
+    assert tl.event(ev.SpeechStarted, utterance=2) == []
     assert tl.s.turns[1].state == "done"
 
 
 def test_a_finished_reply_keeps_its_whole_text(tl):
     tl.user_says("Hello", 1)
     tl.reply(1, "Hi! How are you?")
-    assert tl.s.history[-1]["content"] == "Hi! How are you?"
+    assert tl.history[-1]["content"] == "Hi! How are you?"
     assert tl.s.messages()[-1] == {"role": "assistant", "content": "Hi! How are you?"}
 
 
@@ -171,7 +172,7 @@ def typed(tl, msg):
 
 def test_user_input_interrupts_a_reply_at_once_with_heard_words(tl):
     speaking(tl)
-    tl.event("llm_done", 1, text="First part. Second part.")
+    tl.event(ev.LLMDone, 1, text="First part. Second part.")
     tl.player.play(1, ["First part. ", "Second part."], played_s=1.0)
     out = typed(tl, {"type": "user_input", "text": "Never mind"})
     assert kinds(out) == [("*", "InterruptFrame", 2), ("llm", "LLMRequestFrame", 2)]
@@ -184,8 +185,8 @@ def test_a_tap_queues_behind_a_high_priority_reply_and_runs_after_it(tl):
     speaking(tl)
     assert typed(tl, {"type": "tap_event", "hitArea": "head", "position": {"x": 0.5, "y": 0.3}}) == []
     assert tl.s.queued == ["tap_event"]
-    tl.event("llm_done", 1, text="Once.")
-    out = tl.event("reply_done", 1)
+    tl.event(ev.LLMDone, 1, text="Once.")
+    out = tl.event(ev.ReplyDone, 1)
     assert kinds(out) == [("llm", "LLMRequestFrame", 2)]
     assert out[0].frame.priority == Priority.MEDIUM
     assert out[0].frame.messages[-1]["content"] == "(The user touched your head.)"
@@ -204,21 +205,23 @@ def test_medium_interrupts_medium_and_high_waits_for_nobody(tl):
 
 def test_user_speech_interrupts_a_medium_reply(tl):
     typed(tl, {"type": "tap_event", "hitArea": "body"})
-    tl.event("first_reply_sample_out", 1)
-    out = tl.event("user_speech_started", utterance=1, audio_time=1.0)
+    tl.event(ev.ReplyAudible, 1)
+    out = tl.event(ev.SpeechStarted, utterance=1, audio_time=1.0)
     assert kinds(out) == [("player", "HoldFrame", 1)]
 
 
-def test_queued_inputs_run_highest_priority_first(tl):
+def test_queued_inputs_wait_in_order_and_context_never_waits(tl):
     speaking(tl)
+    typed(tl, {"type": "file_upload", "fileName": "a.png", "fileType": "image/png", "fileSize": 10, "data": "aGk="})
+    typed(tl, {"type": "tap_event", "hitArea": "head"})
     typed(tl, {"type": "character_info", "name": "Neko", "personality": "a cheerful cat"})
-    typed(tl, {"type": "file_upload", "fileName": "a.png", "fileType": "image/png", "fileSize": 10})
-    assert tl.s.queued == ["file_upload", "character_info"]
-    out = tl.event("reply_done", 1)
+    assert tl.s.queued == ["file_upload", "tap_event"]  # medium waits behind the high reply; context does not
+    out = tl.event(ev.ReplyDone, 1)
     assert kinds(out) == [("llm", "LLMRequestFrame", 2)]
     assert "a.png" in out[0].frame.messages[-1]["content"]
-    assert tl.s.queued == ["character_info"]
-    assert tl.event("reply_done", 2) == []  # context only: no spoken reply
+    assert out[0].frame.messages[0]["content"].endswith("You are Neko: a cheerful cat")
+    assert tl.s.queued == ["tap_event"]
+    assert kinds(tl.event(ev.ReplyDone, 2)) == [("llm", "LLMRequestFrame", 3)]
     assert "Neko" in tl.s.messages()[0]["content"]
     assert tl.s.queued == []
 
@@ -226,22 +229,28 @@ def test_queued_inputs_run_highest_priority_first(tl):
 def test_a_failed_reply_lets_queued_inputs_go(tl):
     tl.user_says("Hello", 1)
     typed(tl, {"type": "tap_event", "hitArea": "head"})
-    out = tl.event("error", 1, stage="llm", message="LLM endpoint down")
+    out = tl.event(ev.StageError, 1, stage="llm", message="LLM endpoint down", fatal=True)
     assert tl.s.turns[1].state == "failed"
     assert kinds(out) == [("llm", "LLMRequestFrame", 2)]
 
 
-@pytest.mark.parametrize("msg,err", [
-    ("hello", "JSON object"),
-    ({"text": "x"}, "unknown input type None"),
-    ({"type": "user_speech"}, "unknown input type"),
-    ({"type": "user_input"}, "needs text"),
-    ({"type": "user_input", "text": 3}, "must be a string"),
-    ({"type": "tap_event"}, "needs hitArea"),
+@pytest.mark.parametrize("msg,code,err", [
+    ("hello", "not_an_object", "JSON object"),
+    ({"text": "x"}, "missing_type", "needs a 'type'"),
+    ({"type": "user_speech"}, "unknown_type", "unknown message type 'user_speech'"),
+    ({"type": 7}, "unknown_type", "unknown message type 7"),
+    ({"type": "user_input"}, "missing_field", "needs 'text'"),
+    ({"type": "user_input", "text": 3}, "invalid_field", "user_input.text must be string, got int"),
+    ({"type": "user_input", "text": "  "}, "empty_message", "Message cannot be empty"),
+    ({"type": "tap_event"}, "missing_field", "needs 'hitArea'"),
+    ({"type": "character_info", "useCustom": "yes"}, "invalid_field", "useCustom must be boolean"),
+    ({"type": "file_upload", "fileName": "a.txt"}, "missing_field", "needs 'data'"),
+    ({"type": "tool_confirm_response", "callId": "c1", "approved": 1}, "invalid_field", "approved must be boolean"),
 ])
-def test_bad_input_messages_say_what_is_wrong(msg, err):
-    with pytest.raises(FrameError, match=err):
+def test_bad_input_messages_say_what_is_wrong(msg, code, err):
+    with pytest.raises(FrameError, match=err) as e:
         parse_input(msg)
+    assert e.value.code == code
 
 
 def test_inputs_carry_their_types_priority():

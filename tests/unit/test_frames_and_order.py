@@ -6,9 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.flow.frames import (AudioFrame, CancelFrame, EndOfTurnFrame, EventFrame, FrameError, InputAudioFrame,
+from pipeline.flow.frames import (AudioFrame, CancelFrame, EndOfTurnFrame, FrameError, InputAudioFrame,
                              InterruptFrame, LLMTokenFrame, PriorityChangeFrame, SentenceFrame, TranscriptFrame,
                              TTSAudioFrame, UserPausedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
+from pipeline.flow.events import LLMDone, ReplyStopped, SpeechStarted
 from pipeline.flow.ordering import OrderedInbox, SeqCounter
 
 
@@ -59,7 +60,7 @@ def test_replace_revalidates_audio_frames():
 def test_frame_families():
     input_side = [InputAudioFrame(pcm=pcm(), sample_rate=16000), TranscriptFrame(text="hi"),
                   UserStartedSpeakingFrame(), UserPausedFrame(), UserStoppedSpeakingFrame(),
-                  EventFrame(name="e")]  # events are records of what happened: never stale
+                  SpeechStarted(), LLMDone(), ReplyStopped()]  # events are records of what happened: never stale
     reply_side = [TTSAudioFrame(pcm=pcm(), sample_rate=24000), LLMTokenFrame(text="x"), SentenceFrame(text="x"),
                   EndOfTurnFrame(), InterruptFrame(), CancelFrame(), PriorityChangeFrame()]
     assert all(f.input_side for f in input_side)

@@ -16,6 +16,7 @@ import pytest
 
 import actors.mic as mic_module
 from actors.mic import MicStage
+from pipeline.audio.sources import FileSource
 from benchmarks.lib.echo_measure import speech_onset_end
 from benchmarks.lib.echo_scene import USER, echo_of, espeak_pcm, i16, noise, scene
 from pipeline.audio.convert import rms
@@ -35,12 +36,12 @@ def run_mic(far: np.ndarray, near: np.ndarray) -> tuple[MicStage, list[dict]]:
     """Feed ``near`` to a mic whose speaker played ``far`` (same length) at the same times."""
     run_id = uuid.uuid4().hex[:8]
     cfg = load_config(CONFIG_DIR / "test.toml", [f"engine.run_id={run_id}", "echo.cancel=true"])
-    clock = PlaybackClock.create(segment_name(run_id, cfg.engine.session_id), output_rate=RATE)
+    clock = PlaybackClock.create(segment_name(run_id, "player"), output_rate=RATE)
     mic = MicStage(cfg)
     mic.setup()
-    block = mic.block
+    block = mic.block_size
     # the clock as the mic would attach it (in-process: attaching would unregister the segment)
-    mic._clock, mic._cursor = clock, ReferenceCursor(clock, mic_module.FILE_REF_TOLERANCE)  # exact stamps
+    mic._clock, mic._cursor = clock, ReferenceCursor(clock, FileSource.ref_tolerance)  # exact stamps
     t0, rows = 1000.0, []
     try:
         for i in range(0, len(near) // block * block, block):
@@ -74,7 +75,7 @@ def test_a_canceller_that_lost_the_echo_is_guarded_as_converging(far, monkeypatc
     moved = np.concatenate([echo_of(played, 50, True)[:at], echo_of(played, 20, True)[at:]])
     mic, rows = run_mic(np.concatenate([s["far"], s["far"]]),
                         np.concatenate([s["near"], i16(moved + noise(n, seed=3))]))
-    b, k = mic.block, (n + at) // mic.block
+    b, k = mic.block_size, (n + at) // mic.block_size
     before, after = rows[(n + RATE // 4) // b:k], rows[k:]
     assert passing_leak(before) == 0  # converged: nothing of the echo passes the guard
     leaked = passing_leak(after) * b / RATE  # seconds
@@ -94,9 +95,9 @@ def test_a_soft_user_over_the_echo_is_not_taken_for_a_leak(far, gain_db, at_s):
     s = scene(far, 50, room=True, user=user, user_at_s=at_s, user_gain_db=gain_db)
     mic, rows = run_mic(np.concatenate([warm["far"], s["far"]]), np.concatenate([warm["near"], s["near"]]))
     on, _ = speech_onset_end(user)
-    first = (len(warm["near"]) + int((at_s + on) * RATE)) // mic.block
+    first = (len(warm["near"]) + int((at_s + on) * RATE)) // mic.block_size
     assert mic.aec_leaks == 0
-    onset = rows[first:first + RATE // 2 // mic.block]
+    onset = rows[first:first + RATE // 2 // mic.block_size]
     # measured 1-7 (the rest: gaps; 1 in 4 of 53 runs at -10 dB / 2 s since the guard counts the room's tail)
     assert sum(r["out"] >= r["guard"] > 0 for r in onset) >= 1, onset
 
@@ -116,7 +117,7 @@ def test_a_live_rooms_echo_stays_under_the_talk_over_bound(far, monkeypatch, rt6
                + noise(len(s["far"]), seed=2))
     mic, rows = run_mic(np.concatenate([s["far"], s["far"]]), np.concatenate([near, near]))
     # the VAD's windows: 512 samples, one per block, with the larger echo bound of their blocks
-    per = 512 // mic.block
+    per = 512 // mic.block_size
     windows = [{"raw": rms(np.concatenate([r["pcm"] for r in rows[i - per + 1:i + 1]])),
                 "echo": max(r["echo"] for r in rows[i - per + 1:i + 1])} for i in range(per - 1, len(rows))]
     over = [w for w in windows if w["raw"] > 100 and w["echo"] > 0

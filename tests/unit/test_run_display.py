@@ -26,13 +26,12 @@ def test_each_state_has_its_line():
     assert "(tap_event)" in render(turn("thinking", source="tap_event", transcript="(touched)"))
 
 
-def test_display_prints_only_changes_and_new_errors():
+def test_display_prints_only_changes_and_notices():
     out = io.StringIO()
     d = RunDisplay(out)
-    snap = {"turns": [turn("listening")], "errors": []}
-    d.update(snap)
-    d.update(snap)
-    snap = {"turns": [turn("thinking", transcript="Hi")], "errors": ["LLM endpoint down"]}
-    d.update(snap)
-    d.update(snap)
+    d.turn(turn("listening"))
+    d.turn(turn("listening"))
+    d.turn(turn("thinking", transcript="Hi"))
+    d.notice("error", "LLM endpoint down")
+    d.turn(turn("thinking", transcript="Hi"))
     assert out.getvalue().splitlines() == ["[listening]   …", "[thinking]    you: Hi", "[error]       LLM endpoint down"]

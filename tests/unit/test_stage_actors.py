@@ -10,20 +10,24 @@ import random
 
 import pytest
 
+from pipeline.flow.events import StageError
 from pipeline.flow.frames import CancelFrame, InterruptFrame, SentenceFrame
+from pipeline.flow.routes import ConversationSpec
 from tests.unit.fake_stages import FailingActor, RecorderActor, SenderActor, SlowActor
 from tests.unit.helpers import wait_until
 
 DELAY = 0.3  # per frame in the slow stage
+ACK_S = 10.0  # a control call's answer: it must come while the data lane is busy, however slow the machine
 
 
 @pytest.fixture
 def actors(ray_cluster, test_config):
-    """Make actors for one test and kill them afterwards."""
+    """Make actors for one test (each knowing the "default" conversation) and kill them afterwards."""
     made = []
 
     def make(cls, *args, **kw):
         a = cls.remote(test_config, *args, **kw)
+        ray_cluster.get(a.open_conversation.remote(ConversationSpec("default")), timeout=60)
         made.append(a)
         return a
 
@@ -59,7 +63,7 @@ def test_control_lane_overtakes_busy_data_lane(ray_cluster, actors):
     start_busy(ray, slow, n=5)
 
     # 5 x 0.6 s of data are queued; the control call must not wait behind them
-    t_ack = ray.get(slow.control.remote(InterruptFrame(response_id=2)), timeout=1.0)
+    t_ack = ray.get(slow.control.remote(InterruptFrame(response_id=2)), timeout=ACK_S)
 
     log = wait_until(lambda: (lg := ray.get(slow.log.remote()))["finished"] and lg)
     first = log["finished"][0]
@@ -74,7 +78,7 @@ def test_interrupt_drops_queued_stale_frames_and_keeps_new_ones(ray_cluster, act
     slow = actors(SlowActor, DELAY)
     ray.get(slow.ready.remote(), timeout=60)
     start_busy(ray, slow, n=5, rid=1)
-    t_ack = ray.get(slow.control.remote(InterruptFrame(response_id=2)), timeout=1.0)
+    t_ack = ray.get(slow.control.remote(InterruptFrame(response_id=2)), timeout=ACK_S)
     for i in (6, 7):
         slow.push.remote(sentence(i, rid=2))
 
@@ -172,8 +176,24 @@ def test_a_failing_frame_is_reported_and_the_stage_goes_on(ray_cluster, actors):
     [ok] = ray.get(failing.received.remote())
     assert ok.text == "fine"
     [err] = ray.get(session.received.remote())
-    assert err.kind == "EventFrame" and err.name == "error"
-    assert err.response_id == 1
-    assert err.data["stage"] == "failing"
-    assert "boom" in err.data["message"]
+    assert isinstance(err, StageError) and (err.stage, err.response_id, err.session_id) == ("failing", 1, "default")
+    assert "boom" in err.message
     assert ray.get(failing.stats.remote())["processed"] == 1
+
+
+def test_each_conversation_has_its_own_gate_and_a_closed_one_takes_nothing(ray_cluster, actors):
+    ray = ray_cluster
+    rec = actors(RecorderActor)
+    ray.get([rec.ready.remote(), rec.open_conversation.remote(ConversationSpec("other"))], timeout=60)
+    ray.get(rec.control.remote(InterruptFrame(response_id=5)), timeout=ACK_S)  # cuts "default" only
+    rec.push.remote(SentenceFrame(text="a", index=1, response_id=1, seq=1, source="x", session_id="default"))
+    rec.push.remote(SentenceFrame(text="b", index=2, response_id=1, seq=2, source="x", session_id="other"))
+    wait_until(lambda: ray.get(rec.count.remote()) == 1)
+    assert [(f.session_id, f.text) for f in ray.get(rec.received.remote())] == [("other", "b")]
+    assert ray.get(rec.close_conversation.remote("other")) is True
+    rec.push.remote(SentenceFrame(text="c", index=3, response_id=1, seq=3, source="x", session_id="other"))
+    rec.push.remote(SentenceFrame(text="d", index=4, response_id=9, seq=4, source="x", session_id="default"))
+    wait_until(lambda: ray.get(rec.count.remote()) == 2)
+    assert [f.text for f in ray.get(rec.received.remote())] == ["b", "d"]
+    stats = ray.get(rec.stats.remote())
+    assert (stats["unknown_conversation"], stats["dropped_stale"], stats["conversations"]) == (1, 1, 1)

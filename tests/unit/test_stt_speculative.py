@@ -7,7 +7,9 @@ import pytest
 import actors.stt as stt_module
 import models.registry
 from actors.stt import STTStage
-from pipeline.flow.frames import InputAudioFrame, UserPausedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
+from pipeline.flow.frames import (InputAudioFrame, TranscriptFrame, UserPausedFrame, UserStartedSpeakingFrame,
+                                  UserStoppedSpeakingFrame)
+from tests.unit.helpers import wait_until
 
 WORDS = "what about the weather"
 
@@ -17,11 +19,8 @@ class RecordingSTT(STTStage):
         super().__init__(cfg)
         self.sent: list = []
 
-    def emit(self, dest, frame):
-        self.sent.append((dest, frame))
-
-    def event(self, name, response_id=0, t=None, **data):
-        pass
+    def emit(self, frame):
+        self.sent.append(frame)
 
 
 @pytest.fixture
@@ -54,7 +53,8 @@ def utterance(s: STTStage, speech_s: float = 1.0, after_pause_s: float = 0.35) -
     for _ in range(int(after_pause_s * 16000) // 256):
         s.process(InputAudioFrame(pcm=np.zeros(256, np.int16), sample_rate=16000))
     s.process(UserStoppedSpeakingFrame(audio_time=speech_s, utterance_id=1))
-    finals = [f for d, f in s.sent if d == "session" and f.kind == "TranscriptFrame" and f.final]
+    # the final words come from the inference thread, without the data lane waiting for them
+    finals = wait_until(lambda: [f for f in s.sent if isinstance(f, TranscriptFrame) and f.final])
     return finals[-1].text
 
 

@@ -275,13 +275,18 @@ class VirtualAudio:
             self._echo = echo
         self._stop_keepalive(name)
         if kill_streams:  # before the defaults change: that would move the streams away
-            kill_client_streams(name)
+            kill_client_streams(name, tries=1)
         was_sink = self.default_sink() == name
         was_source = self.default_source() == name + ".monitor"
         if was_sink:  # moves the streams still on it (kill_streams=False) to kokoro_void
             run_tool(["pactl", "set-default-sink", VOID])
         if was_source:
             run_tool(["pactl", "set-default-source", VOID + ".monitor"])
+        if kill_streams:
+            # a client that reopened "default" at once (the engine's player does, within 0.1 s)
+            # got this device again before the defaults moved: it vanishes for it too, and its
+            # next reopen lands on kokoro_void, as on a machine whose device was pulled
+            kill_client_streams(name)
         self._unplugged[name] = (was_sink, was_source)
         run_tool(["pactl", "unload-module", str(self._modules.pop(name))])
 
