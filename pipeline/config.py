@@ -7,6 +7,7 @@ names the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class EngineConfig:
 @dataclass
 class RayConfig:
     address: str = ""  # "" = start a private local cluster on loopback
-    node_ip: str = "127.0.0.1"
+    node_ip: str = "127.0.0.1"  # that cluster's node IP: a loopback address (its servers listen on it)
     namespace: str = "kokoro-engine"
     object_store_mb: int = 200
     # Put the shared model services (STT, TTS) on the node that has this custom resource
@@ -237,6 +238,21 @@ class Config:
         need(0.0 <= self.avatar.release_ms <= 2000.0, "avatar.release_ms", "must be 0..2000")
         need(self.llm.base_url == "" or self.llm.base_url.startswith(("http://", "https://")),
              "llm.base_url", "must be empty (embedded server) or an http(s) URL")
+        need(bool(self.ray.address) or is_loopback(self.ray.node_ip), "ray.node_ip",
+             "must be a loopback address: the engine's own Ray cluster (ray.address empty) listens on loopback "
+             "only; to serve other machines start a cluster with `ray start` and set ray.address")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"; also IPv4 loopback as a dual-stack socket shows it (::ffff:127.0.0.1)."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # Python 3.11 does not count ::ffff:127.0.0.1 as loopback
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def llm_is_local(cfg: Config) -> bool:

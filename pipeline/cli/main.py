@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"talk": run_talk, "run": cmd_run, "models": cmd_models, "avatar": cmd_avatar}[args.cmd](args, cfg)
+    except ConfigError as e:  # settings refused at start (pipeline/runtime/ray_init.py)
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     except ModelNotFound as e:
         print(f"missing model: {e}", file=sys.stderr)
         return 4

@@ -172,6 +172,8 @@ def test_set_malformed(item):
     ("llm.max_tokens=0", "llm.max_tokens"),
     ("tts.speed=5", "tts.speed"),
     ("llm.base_url=ftp://example.com", "llm.base_url"),
+    ("ray.node_ip=0.0.0.0", "ray.node_ip"),  # the private cluster's servers would listen everywhere
+    ("ray.node_ip=192.0.2.2", "ray.node_ip"),
 ])
 def test_out_of_range_value_names_the_key(item, key):
     with pytest.raises(ConfigError, match=rf"^{key}: ") as e:
@@ -201,3 +203,21 @@ def test_tts_spins_only_when_the_llm_is_elsewhere(overrides, local, spins):
 
     cfg = load_config(overrides=overrides)
     assert (llm_is_local(cfg), tts_spins(cfg)) == (local, spins)
+
+
+def test_a_joined_cluster_keeps_its_own_node_ip():
+    # ray.node_ip only names the private cluster's node; a joined cluster binds where it was started
+    cfg = load_config(overrides=["ray.address=auto", "ray.node_ip=192.0.2.2"])
+    assert cfg.ray.node_ip == "192.0.2.2"
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("::ffff:127.0.0.1", True),  # IPv4 loopback on a dual-stack socket, as Ray's gRPC servers show it
+    ("0.0.0.0", False), ("::", False), ("192.0.2.2", False), ("::ffff:192.0.2.2", False), ("fe80::1%eth0", False),
+    ("example.com", False), ("", False),
+])
+def test_is_loopback(host, loopback):
+    from pipeline.config import is_loopback
+
+    assert is_loopback(host) is loopback
