@@ -1,4 +1,5 @@
-"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), models, avatar (Live2D models)."""
+"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), serve (local HTTP + WebSocket
+server), models, avatar (Live2D models)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from pipeline.cli import serve  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
 
 EVENT_ORDER = ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     r = sub.add_parser("run", help="live loop on the default mic and speaker until Ctrl-C")
     _common(r)
+    _common(serve.add_parser(sub))
     m = sub.add_parser("models", help="list models: package, path, size, and whether each loads")
     m.add_argument("--json", action="store_true")
     m.add_argument("--no-load", action="store_true", help="only locate, do not load")
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import ModelNotFound
 
     try:
-        return {"talk": cmd_talk, "run": cmd_run, "models": cmd_models, "avatar": cmd_avatar}[args.cmd](args, cfg)
+        return {"talk": cmd_talk, "run": cmd_run, "serve": serve.cmd_serve, "models": cmd_models,
+                "avatar": cmd_avatar}[args.cmd](args, cfg)
     except ModelNotFound as e:
         print(f"missing model: {e}", file=sys.stderr)
         return 4
