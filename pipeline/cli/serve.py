@@ -8,11 +8,12 @@ WebSockets are told and closed, uvicorn stops, the engine and Ray stop, exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 from pipeline.api.session_token import ENV_VAR, Token, TokenError, bootstrap, remove_token_file, take_env_token
 from pipeline.config import Config, data_dir
@@ -47,23 +48,58 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # while the engine starts: unwind through the clean-up below
+@contextlib.contextmanager
+def _ray_leaves_sigterm_alone() -> Iterator[None]:
+    """ray.init (Ray 2.60, pinned) installs a SIGTERM handler that exits wherever the start is:
+    a SIGTERM in the middle of ray.init then left Ray's agents running, orphaned, after the
+    clean-up (seen here). Our deferring handler stays in place instead."""
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(ray_utils, "set_sigterm_handler", None)
+    if original is None:
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
 
 
-def start_voice(engine: Any) -> bool:
-    """--mic: the engine's voice conversation, where the engine has one."""
-    hook = getattr(engine, "start_voice", None)
-    if not callable(hook):
-        _say("warning: --mic: this engine has no voice conversation yet (no start_voice); serving without it")
-        return False
-    hook()
-    return True
+def start_engine(engine: Any) -> bool:
+    """``engine.start()``; False: a SIGTERM/SIGINT came meanwhile, and the engine, started, is
+    to be stopped at once. The signal is remembered, not raised: an exception in the middle of
+    the start (Ray half up) leaves processes that its clean-up does not know of. A second
+    signal is raised (stop at once, whatever is left)."""
+    signals: list[int] = []
+
+    def defer(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        if len(signals) > 1:
+            raise KeyboardInterrupt
+        _say("stopping once the engine has started (signal again to stop at once)")
+
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _ray_leaves_sigterm_alone():
+            engine.start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return not signals
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds as Ctrl-C does: through every clean-up below
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     env_token = take_env_token(os.environ)  # first of all: no process started below may inherit it
     ready_out = claim_stdout()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     from pipeline.api.exposure import ExposureError, bind_address, check_bind, is_loopback
 
     host = args.host if args.host is not None else cfg.server.host
@@ -90,20 +126,23 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
         _say(f"no token given (--token-stdin or ${ENV_VAR}): generated one in {token.path} (mode 0600); "
              "clients read it from there. It is removed when the server stops")
     from pipeline.api.logs import setup_logging
-
-    redact = setup_logging(token.value, cfg.engine.log_level)
     from pipeline.api.server import bind_socket
 
+    redact = setup_logging(token.value, cfg.engine.log_level)
     try:
-        sock = bind_socket(bind_address(host), port)
-    except OSError as e:
-        _say(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
-        remove_token_file(token)
-        return 2
-    try:
-        return _serve(args, cfg, token, sock, host, allow_remote, redact, ready_out)
+        try:
+            sock = bind_socket(bind_address(host), port)
+        except OSError as e:
+            _say(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
+            return 2
+        try:
+            return _serve(args, cfg, token, sock, host, allow_remote, redact, ready_out)
+        finally:
+            sock.close()
+    except KeyboardInterrupt:  # before the engine existed
+        _say("interrupted")
+        return 0
     finally:
-        sock.close()
         remove_token_file(token)
 
 
@@ -120,9 +159,9 @@ def _serve(args, cfg, token: Token, sock, host: str, allow_remote: bool, redact,
     log_dir = data_dir(cfg) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(cfg, log_dir)
-    signal.signal(signal.SIGTERM, _interrupt)  # (ray.init puts its own in, which exits as well)
     try:
-        engine.start()
+        if not start_engine(engine):
+            return 0
         redact_every_handler(redact)  # Ray added handlers of its own
         shell = ShellState(token.value, engine, cfg.server.ws_auth_timeout_s, mic_requested=args.mic)
         if args.mic:
@@ -139,16 +178,15 @@ def _serve(args, cfg, token: Token, sock, host: str, allow_remote: bool, redact,
             ready_out.flush()
             _say(f"serving on {bound_host} port {bound_port}")
 
+        # uvicorn takes SIGTERM/SIGINT over while it serves, and gives them back after
         server = ShellServer(uvicorn_config(app, cfg.server.ws_max_message_mb), ready, shell.sessions.close_all)
         server.run(sockets=[sock])
-    except (KeyboardInterrupt, SystemExit) as e:  # a signal before the server ran
-        if isinstance(e, SystemExit) and e.code not in (signal.SIGTERM, signal.SIGINT):
-            raise
-        _say("interrupted while starting: stopping the engine")
+    except KeyboardInterrupt:  # a second signal while the engine started, or one before uvicorn ran
+        _say("interrupted: stopping the engine")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # the clean-up runs to its end
             signal.signal(sig, signal.SIG_IGN)
         engine.shutdown()
         shutdown_ray()
-    _say("stopped")
+        _say("stopped")
     return 0

@@ -71,3 +71,56 @@ def test_generated_token_says_where_not_what_and_a_busy_port_exits_2(tmp_path):
     assert not re.search(r"[0-9a-f]{64}", p.stderr + p.stdout)  # the token itself: nowhere
     assert p.stdout == ""
     assert not (tmp_path / "token").exists()  # a token that served nothing is invalidated at once
+
+
+# ------------------------------------------------------------------ signals while the engine starts
+class StartingEngine:
+    """Signals itself ``n`` times in the middle of its start, then finishes it."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.finished = n, False
+
+    def start(self) -> None:
+        import signal
+
+        for _ in range(self.n):
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.finished = True
+
+
+def test_a_signal_during_the_start_waits_for_the_start():
+    import signal
+
+    from pipeline.cli.serve import start_engine
+
+    before = signal.getsignal(signal.SIGTERM)
+    engine = StartingEngine(1)
+    assert start_engine(engine) is False  # asked to stop ...
+    assert engine.finished  # ... once the start was complete: nothing half up
+    assert signal.getsignal(signal.SIGTERM) is before
+    quiet = StartingEngine(0)
+    assert start_engine(quiet) is True and quiet.finished
+
+
+def test_a_second_signal_stops_at_once():
+    from pipeline.cli.serve import start_engine
+
+    engine = StartingEngine(2)
+    with pytest.raises(KeyboardInterrupt):
+        start_engine(engine)
+    assert not engine.finished
+
+
+def test_mic_calls_the_engines_voice_hook_where_there_is_one(capsys):
+    from pipeline.cli.serve import start_voice
+
+    class Voiced:
+        started = 0
+
+        def start_voice(self):
+            self.started += 1
+
+    engine = Voiced()
+    assert start_voice(engine) is True and engine.started == 1
+    assert start_voice(object()) is False
+    assert "--mic" in capsys.readouterr().err
