@@ -92,6 +92,16 @@ def start_engine(engine: Any) -> bool:
     return not signals
 
 
+def start_voice(engine: Any) -> bool:
+    """--mic: the engine's voice conversation, where the engine has one."""
+    hook = getattr(engine, "start_voice", None)
+    if not callable(hook):
+        _say("warning: --mic: this engine has no voice conversation yet (no start_voice); serving without it")
+        return False
+    hook()
+    return True
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds as Ctrl-C does: through every clean-up below
 
