@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 
 import httpx
@@ -92,7 +93,8 @@ def test_health_routes_are_public(srv):
                                      {"Authorization": TOKEN}])
 def test_every_other_http_route_needs_the_token(srv, headers):
     _, port = srv
-    paths = [r.path for r in route_table() if r.kind == "http" and not r.public] + ["/no-such-route"]
+    paths = [re.sub(r"\{[^}]+\}", "x", r.path) for r in route_table() if r.kind == "http" and not r.public]
+    paths.append("/no-such-route")
     for path in paths:
         for method in ("GET", "POST", "DELETE"):
             r = httpx.request(method, f"http://127.0.0.1:{port}{path}", headers=headers)
@@ -280,3 +282,15 @@ def test_shutdown_tells_every_session_and_closes_1001():
         with pytest.raises(ConnectionClosed):
             pending.recv(timeout=WAIT_S)
     assert len(shell.sessions) == 0 and shell.sessions.closing
+
+
+def test_a_failing_handler_closes_1011_and_the_server_serves_on(caplog):
+    async def broken(ws, hub):
+        raise RuntimeError(f"boom with {TOKEN} in it")
+
+    with running(ws_handlers={"/broken": broken}) as (_, _, port):
+        with connect(ws_url(port, "/broken"), additional_headers=AUTH, open_timeout=WAIT_S) as ws:
+            assert closed_with(ws)[0] == 1011
+        with connect(ws_url(port), additional_headers=AUTH, open_timeout=WAIT_S) as ws:
+            assert ping(ws) == {"type": "pong"}
+    assert any("broken" in r.getMessage() for r in caplog.records)
