@@ -113,7 +113,7 @@ def decide_handshake(authorization: str | None, offers: list[str], token: str) -
 async def authenticate(ws: WebSocket, token: str, timeout_s: float) -> bool:
     """Run the handshake's or the first message's auth on ``ws``; True: accepted and
     authenticated; False: refused (a 401, or a close with 4401/4408) or gone."""
-    offers = list(ws.scope.get("subprotocols") or [])
+    offers = parse_subprotocols(ws.scope.get("subprotocols") or [])  # split again: servers differ
     hs = decide_handshake(ws.headers.get("authorization"), offers, token)
     if hs.outcome == "deny":
         await deny_websocket(ws, unauthorized(hs.reason), CLOSE_UNAUTHORIZED)
