@@ -7,6 +7,7 @@ names the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -188,7 +189,8 @@ class ServerConfig:
     port: int = 8765  # 0: a free port (the ready line says which)
     allow_remote: bool = False  # as --allow-remote: bind a non-loopback --host at all
     # browser origins allowed by CORS, comma-separated (e.g. "http://localhost:5173"); "" = no
-    # CORS headers at all. Never "*": the token would then be usable from any page's script
+    # CORS headers at all. Never "*": any web page's script could then call the API and read
+    # its answers, with the token the only barrier left
     cors_origins: str = ""
     data_dir: str = ""  # "" = $XDG_DATA_HOME/kokoro-engine (~/.local/share/...): token file, logs
     # largest WebSocket message, in MiB: seed 001's file_upload carries up to 100 MiB as base64,
@@ -266,8 +268,6 @@ class Config:
 
 
 def _is_ip_or_localhost(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:

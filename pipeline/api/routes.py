@@ -87,6 +87,8 @@ def authenticated(handler: WsHandler) -> Callable[[WebSocket], Awaitable[None]]:
             return await deny_websocket(ws, error_response(503, "the server is shutting down"), 1001)
         if not await authenticate(ws, shell.token, shell.ws_auth_timeout_s):
             return
+        if shell.sessions.closing:  # authenticated while the shutdown told the others
+            return await shell.sessions.tell_and_close(ws)
         async with shell.sessions.track(ws):
             try:
                 await handler(ws, shell.hub)

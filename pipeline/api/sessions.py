@@ -40,11 +40,11 @@ class SessionRegistry:
         with 1001 (going away). Returns how many were open."""
         self.closing = True
         sessions = list(self._open)
-        await asyncio.gather(*(self._close(ws, message) for ws in sessions))
+        await asyncio.gather(*(self.tell_and_close(ws, message) for ws in sessions))
         return len(sessions)
 
     @staticmethod
-    async def _close(ws: WebSocket, message: str) -> None:
+    async def tell_and_close(ws: WebSocket, message: str = "the server is shutting down") -> None:
         async def tell_and_close() -> None:
             if ws.application_state == WebSocketState.CONNECTED:
                 await ws.send_json(system_message("shutting_down", message))
