@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, NamedTuple
 
 from avatar.settings import AvatarError, check_files, find_settings, read_settings
+from pipeline.config import data_dir
 
 MAX_UNPACKED_BYTES = 1 << 30  # an archive that unpacks to more is refused (zip bomb)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -43,8 +44,7 @@ class ModelInfo:
 
 
 def default_models_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "kokoro-engine" / "avatars"
+    return data_dir() / "avatars"
 
 
 def models_dir(configured: str | Path | None = "") -> Path:

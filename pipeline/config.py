@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -181,6 +183,24 @@ class AvatarConfig:
 
 
 @dataclass
+class ServerConfig:
+    """kokoro-engine serve (pipeline/api): where it listens and what it admits."""
+    host: str = "127.0.0.1"  # an IP address or "localhost"; non-loopback only with allow_remote
+    port: int = 8765  # 0: a free port (the ready line says which)
+    allow_remote: bool = False  # as --allow-remote: bind a non-loopback --host at all
+    # browser origins allowed by CORS, comma-separated (e.g. "http://localhost:5173"); "" = no
+    # CORS headers at all. Never "*": any web page's script could then call the API and read
+    # its answers, with the token the only barrier left
+    cors_origins: str = ""
+    data_dir: str = ""  # "" = $XDG_DATA_HOME/kokoro-engine (~/.local/share/...): token file, logs
+    # largest WebSocket message, in MiB: seed 001's file_upload carries up to 100 MiB as base64,
+    # 139.8 MiB, plus its JSON fields
+    ws_max_message_mb: int = 140
+    # a WebSocket without a token in its handshake must send {"type": "auth", ...} within this
+    ws_auth_timeout_s: float = 10.0
+
+
+@dataclass
 class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -192,6 +212,7 @@ class Config:
     interrupt: InterruptConfig = field(default_factory=InterruptConfig)
     echo: EchoConfig = field(default_factory=EchoConfig)
     avatar: AvatarConfig = field(default_factory=AvatarConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def check(self) -> None:
         def need(cond: bool, key: str, why: str) -> None:
@@ -241,6 +262,14 @@ class Config:
         need(bool(self.ray.address) or is_loopback(self.ray.node_ip), "ray.node_ip",
              "must be a loopback address: the engine's own Ray cluster (ray.address empty) listens on loopback "
              "only; to serve other machines start a cluster with `ray start` and set ray.address")
+        need(_is_ip_or_localhost(self.server.host), "server.host", "must be an IP address or localhost")
+        need(0 <= self.server.port <= 65535, "server.port", "must be 0..65535 (0: a free port)")
+        need(1 <= self.server.ws_max_message_mb <= 1024, "server.ws_max_message_mb", "must be 1..1024")
+        need(1.0 <= self.server.ws_auth_timeout_s <= 120.0, "server.ws_auth_timeout_s", "must be 1..120")
+        try:
+            cors_origins(self)
+        except ValueError as e:
+            need(False, "server.cors_origins", str(e))
 
 
 def is_loopback(host: str) -> bool:
@@ -253,6 +282,35 @@ def is_loopback(host: str) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)  # Python 3.11 does not count ::ffff:127.0.0.1 as loopback
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+
+def _is_ip_or_localhost(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    return True
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#*]+")
+
+
+def cors_origins(cfg: Config) -> list[str]:
+    """``server.cors_origins`` as a list: each a scheme://host[:port], never "*" or "null"."""
+    out = [o.strip() for o in cfg.server.cors_origins.split(",") if o.strip()]
+    for o in out:
+        if o in ("*", "null") or not _ORIGIN.fullmatch(o):
+            raise ValueError(f"{o!r} is not an origin (scheme://host[:port]; '*' and 'null' are refused)")
+    return out
+
+
+def data_dir(cfg: Config | None = None) -> Path:
+    """The per-user data folder: ``server.data_dir``, or $XDG_DATA_HOME/kokoro-engine."""
+    if cfg is not None and cfg.server.data_dir:
+        return Path(cfg.server.data_dir).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kokoro-engine"
 
 
 def llm_is_local(cfg: Config) -> bool:

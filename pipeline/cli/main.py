@@ -1,4 +1,5 @@
-"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), models, avatar (Live2D models)."""
+"""kokoro-engine: talk (one turn from a WAV), run (live mic/speaker loop), serve (local HTTP + WebSocket
+server), models, avatar (Live2D models)."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,12 @@ import sys
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from pipeline.cli import serve  # noqa: E402
 from pipeline.cli.run import cmd_run  # noqa: E402
 from pipeline.cli.talk import add_arguments as add_talk_arguments  # noqa: E402
 from pipeline.cli.talk import run_talk  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML profile (default: configs/default.toml)")
@@ -27,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     r = sub.add_parser("run", help="live loop on the default mic and speaker until Ctrl-C")
     _common(r)
+    _common(serve.add_parser(sub))
     m = sub.add_parser("models", help="list models: package, path, size, and whether each loads")
     m.add_argument("--json", action="store_true")
     m.add_argument("--no-load", action="store_true", help="only locate, do not load")
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import ModelNotFound
 
     try:
-        return {"talk": run_talk, "run": cmd_run, "models": cmd_models, "avatar": cmd_avatar}[args.cmd](args, cfg)
+        return {"talk": run_talk, "run": cmd_run, "serve": serve.cmd_serve, "models": cmd_models,
+                "avatar": cmd_avatar}[args.cmd](args, cfg)
     except ConfigError as e:  # settings refused at start (pipeline/runtime/ray_init.py)
         print(f"config error: {e}", file=sys.stderr)
         return 2

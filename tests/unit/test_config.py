@@ -221,3 +221,50 @@ def test_is_loopback(host, loopback):
     from pipeline.config import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+# ------------------------------------------------------------------ [server]
+def test_server_defaults_are_loopback_and_admit_a_seed_001_upload():
+    s = Config().server
+    assert (s.host, s.port, s.allow_remote, s.cors_origins) == ("127.0.0.1", 8765, False, "")
+    # seed 001 file_upload: 100 MiB as base64 (4/3) plus the message's JSON fields
+    assert s.ws_max_message_mb * 2**20 > 100 * 2**20 * 4 / 3 + 64 * 1024
+
+
+@pytest.mark.parametrize("item,key", [
+    ("server.port=70000", "server.port"),
+    ("server.port=-1", "server.port"),
+    ("server.host=example.com", "server.host"),
+    ("server.host=", "server.host"),
+    ("server.ws_max_message_mb=0", "server.ws_max_message_mb"),
+    ("server.ws_max_message_mb=2000", "server.ws_max_message_mb"),
+    ("server.ws_auth_timeout_s=0.5", "server.ws_auth_timeout_s"),
+    ("server.cors_origins=*", "server.cors_origins"),
+    ("server.cors_origins=http://localhost:5173,*", "server.cors_origins"),
+    ("server.cors_origins=null", "server.cors_origins"),
+    ("server.cors_origins=localhost:5173", "server.cors_origins"),  # no scheme
+    ("server.cors_origins=http://localhost:5173/app", "server.cors_origins"),  # a path is not an origin
+])
+def test_server_out_of_range_names_the_key(item, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        load_config(overrides=[item])
+
+
+def test_server_accepts_addresses_and_origin_lists():
+    from pipeline.config import cors_origins
+
+    cfg = load_config(overrides=["server.host=::1", "server.port=0",
+                                 "server.cors_origins=http://localhost:5173, tauri://localhost,"])
+    assert (cfg.server.host, cfg.server.port) == ("::1", 0)
+    assert cors_origins(cfg) == ["http://localhost:5173", "tauri://localhost"]
+    assert cors_origins(load_config()) == []
+
+
+def test_data_dir_follows_xdg_unless_configured(tmp_path, monkeypatch):
+    from pipeline.config import data_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert data_dir() == data_dir(Config()) == tmp_path / "kokoro-engine"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert data_dir() == Path.home() / ".local" / "share" / "kokoro-engine"
+    assert data_dir(load_config(overrides=[f"server.data_dir={tmp_path}/d"])) == tmp_path / "d"

@@ -1,0 +1,123 @@
+"""Every route of kokoro-engine serve, in one table (``route_table``).
+
+HTTP routes need the token unless marked public; WebSocket routes are authenticated before
+their handler runs (pipeline/api/auth.py), so a handler gets an accepted, authenticated
+socket and the engine: ``async def handler(ws: WebSocket, hub) -> None``. The companion
+protocol (seed 001) replaces the placeholder at /ws: put its handler in ``WS_HANDLERS`` or
+pass ``create_app(..., ws_handlers={"/ws": handler})``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from pipeline.api.auth import authenticate
+from pipeline.api.errors import deny_websocket, error_response
+from pipeline.api.sessions import system_message
+from pipeline.api.state import ShellState
+
+log = logging.getLogger("kokoro.serve")
+
+WsHandler = Callable[[WebSocket, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    path: str
+    kind: str  # "http" or "ws"
+    endpoint: Callable[..., Any]  # HTTP: async (Request) -> Response; ws: a WsHandler
+    methods: tuple[str, ...] = ("GET",)
+    public: bool = False  # HTTP only: served without the token (reveals nothing secret)
+
+
+def shell_of(conn: Request | WebSocket) -> ShellState:
+    return conn.app.state.shell
+
+
+# ------------------------------------------------------------------ HTTP
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "healthy", "version": shell_of(request).version})
+
+
+async def status(request: Request) -> JSONResponse:
+    shell = shell_of(request)
+    return JSONResponse({"status": "shutting_down" if shell.sessions.closing else "ready",
+                         "version": shell.version, "sessions": len(shell.sessions),
+                         "voice": {"requested": shell.mic_requested, "active": shell.voice_active}})
+
+
+# ------------------------------------------------------------------ WebSocket
+async def placeholder_ws(ws: WebSocket, hub: Any) -> None:
+    """Stands in for the companion protocol: ping -> pong, anything else -> not_implemented."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        try:
+            obj = json.loads(msg.get("text") or msg.get("bytes") or b"")
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("type") == "ping":
+            await ws.send_json({"type": "pong"})
+        else:
+            await ws.send_json(system_message("not_implemented", "this server does not speak the companion "
+                                                                 "protocol yet; only {\"type\": \"ping\"}"))
+
+
+WS_HANDLERS: dict[str, WsHandler] = {"/ws": placeholder_ws}
+
+
+def authenticated(handler: WsHandler) -> Callable[[WebSocket], Awaitable[None]]:
+    """The Starlette endpoint that authenticates, registers the session for shutdown, runs
+    ``handler(ws, hub)`` and closes the socket if the handler left it open."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        shell = shell_of(ws)
+        if shell.sessions.closing:
+            return await deny_websocket(ws, error_response(503, "the server is shutting down"), 1001)
+        if not await authenticate(ws, shell.token, shell.ws_auth_timeout_s):
+            return
+        if shell.sessions.closing:  # authenticated while the shutdown told the others
+            return await shell.sessions.tell_and_close(ws)
+        async with shell.sessions.track(ws):
+            try:
+                await handler(ws, shell.hub)
+            except WebSocketDisconnect:
+                pass
+            except Exception:
+                if not shell.sessions.closing:  # after shutdown closed it, a send fails: expected
+                    log.exception("WebSocket handler %s failed", getattr(handler, "__name__", handler))
+                    await _close_quietly(ws, 1011)
+            await _close_quietly(ws, 1000)
+
+    endpoint.__name__ = f"authenticated_{getattr(handler, '__name__', 'handler')}"
+    return endpoint
+
+
+async def _close_quietly(ws: WebSocket, code: int) -> None:
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await ws.close(code)
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------ the table
+def route_table(ws_handlers: Mapping[str, WsHandler] | None = None) -> list[RouteSpec]:
+    ws = {**WS_HANDLERS, **(ws_handlers or {})}
+    return [
+        RouteSpec("/healthz", "http", healthz, public=True),
+        RouteSpec("/health", "http", health, public=True),
+        RouteSpec("/status", "http", status),
+        *(RouteSpec(path, "ws", handler) for path, handler in ws.items()),
+    ]

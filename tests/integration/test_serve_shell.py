@@ -1,0 +1,283 @@
+"""`kokoro-engine serve` end to end: the real CLI with the real engine (Ray, Whisper, Kokoro) and
+the scripted LLM server, real HTTP and WebSocket clients over loopback, SIGTERM at the end."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from pipeline.api.routes import route_table
+from pipeline.config import CONFIG_DIR, REPO_ROOT
+from tests.rigs.fake_llm import FakeLLM
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "0123456789abcdef" * 4
+DECOY = "decoy0123456789" * 4  # in the environment beside --token-stdin: removed, never used
+WRONG = "f" * 64
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+START_S = 240.0  # Ray + Whisper + Kokoro: ~20 s here, sized for a slower, busier machine
+WAIT_S = 10.0
+
+
+def sample_path(path: str) -> str:
+    """A route's path with its parameters filled in ("/voices/{id}" -> "/voices/x")."""
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def _pump(stream, sink: list, lines: queue.Queue | None = None) -> None:
+    for line in stream:
+        sink.append(line)
+        if lines is not None:
+            lines.put(line)
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, ready: dict, stdout: list, stderr: list) -> None:
+        self.proc, self.ready, self.stdout, self.stderr = proc, ready, stdout, stderr
+        self.port = ready["port"]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.seen: list[str] = []  # every response's status line, headers and body, and every WS message
+
+    def http(self, method: str, path: str, **kw) -> httpx.Response:
+        r = httpx.request(method, self.base + path, timeout=WAIT_S, **kw)
+        self.seen.append(f"{r.status_code} {dict(r.headers)} {r.text}")
+        return r
+
+    def ws(self, path: str = "/ws", **kw):
+        return connect(f"ws://127.0.0.1:{self.port}{path}", open_timeout=WAIT_S, **kw)
+
+    def recv(self, ws) -> dict:
+        text = ws.recv(timeout=WAIT_S)
+        self.seen.append(str(text))
+        return json.loads(text)
+
+    def denied(self, path: str = "/ws", **kw) -> int:
+        with pytest.raises(InvalidStatus) as e:
+            with self.ws(path, **kw):
+                pass
+        r = e.value.response
+        self.seen.append(f"{r.status_code} {list(r.headers.raw_items())} {bytes(r.body or b'')!r}")
+        return r.status_code
+
+    def closed_with(self, ws) -> int:
+        with pytest.raises(ConnectionClosed) as e:
+            while True:
+                self.seen.append(str(ws.recv(timeout=WAIT_S)))
+        return e.value.rcvd.code
+
+    def processes(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def ray_processes(self) -> list[psutil.Process]:
+        """Every process of this server's Ray cluster, child or not: Ray names its session
+        session_<date>_<driver pid>, and its processes carry that in their command lines."""
+        mark = re.compile(rf"session_[0-9_-]+_{self.proc.pid}\b")
+        return [p for p in psutil.process_iter(["cmdline"]) if mark.search(" ".join(p.info["cmdline"] or []))]
+
+
+def launch(llm: FakeLLM, data) -> tuple[subprocess.Popen, list[str], list[str], queue.Queue]:
+    """`serve --port 0 --token-stdin`, with a decoy token in its environment; its stdout and
+    stderr are read into lists as they come (and stdout's lines into a queue)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KOKORO_ENGINE_TOKEN": DECOY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", "0", "--token-stdin",
+         "--config", str(CONFIG_DIR / "test.toml"), "--set", f"llm.base_url={llm.base_url}",
+         "--set", f"server.data_dir={data}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+    stdout: list[str] = []
+    stderr: list[str] = []
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, stdout, lines), daemon=True).start()
+    threading.Thread(target=_pump, args=(proc.stderr, stderr), daemon=True).start()
+    proc.stdin.write(json.dumps({"token": TOKEN}) + "\n")
+    proc.stdin.close()
+    return proc, stdout, stderr, lines
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def alive(procs: dict[int, psutil.Process]) -> list[tuple[int, str]]:
+    out = []
+    for p in procs.values():
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append((p.pid, p.name()))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------ first, alone: SIGTERM while starting
+def test_sigterm_while_the_engine_starts_leaves_nothing_behind(tmp_path):
+    """Ray half up when the signal comes: the start completes, then everything stops (a SIGTERM
+    raised inside ray.init once left Ray's agents running, orphaned)."""
+    seen: dict[int, psutil.Process] = {}
+    with FakeLLM() as llm:
+        proc, stdout, stderr, _ = launch(llm, tmp_path)
+        try:
+            deadline = time.monotonic() + START_S
+            while time.monotonic() < deadline and proc.poll() is None:
+                kids = psutil.Process(proc.pid).children(recursive=True)
+                seen.update({p.pid: p for p in kids})
+                if any(p.name() == "raylet" for p in kids):  # Ray is starting: now
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"Ray did not start within {START_S} s; stderr: {''.join(stderr)[-3000:]}")
+            proc.send_signal(signal.SIGTERM)
+            while proc.poll() is None and time.monotonic() < deadline + 90:  # every process it starts
+                try:
+                    seen.update({p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)})
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.1)
+            assert proc.wait(10) == 0, "".join(stderr)[-3000:]
+        finally:
+            stop(proc)
+    time.sleep(1.0)
+    assert len(seen) >= 3  # gcs_server, raylet, workers...: the check below has something to check
+    assert not alive(seen), alive(seen)
+    assert stdout == []  # never ready, so no ready line
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with FakeLLM("Hello from the scripted model.") as llm:
+        proc, stdout, stderr, lines = launch(llm, tmp_path_factory.mktemp("serve-data"))
+        try:
+            try:
+                first = lines.get(timeout=START_S)
+            except queue.Empty:
+                pytest.fail(f"no ready line within {START_S} s; stderr: {''.join(stderr)[-3000:]}")
+            yield Served(proc, json.loads(first), stdout, stderr)
+        finally:
+            stop(proc)
+
+
+# ------------------------------------------------------------------ once it is ready
+def test_ready_line(served):
+    assert served.ready["event"] == "ready"
+    assert served.ready["host"] == "127.0.0.1" and isinstance(served.port, int) and served.port > 0
+    assert served.ready["pid"] == served.proc.pid and served.ready["token_source"] == "stdin"
+    assert len(served.stdout) == 1 and TOKEN not in served.stdout[0]
+
+
+def test_health_routes_need_no_token(served):
+    assert served.http("GET", "/healthz").json() == {"status": "ok"}
+    assert served.http("GET", "/health").json()["status"] == "healthy"
+
+
+def test_every_other_route_needs_the_token(served):
+    table = route_table()
+    http = [r for r in table if r.kind == "http" and not r.public]
+    ws = [r for r in table if r.kind == "ws"]
+    assert http and ws
+    for r in http:
+        path = sample_path(r.path)
+        for method in r.methods:
+            for headers in ({}, {"Authorization": f"Bearer {WRONG}"}, {"Authorization": f"Bearer {DECOY}"}):
+                resp = served.http(method, path, headers=headers)
+                assert resp.status_code == 401, (method, path, headers)
+                assert resp.json()["error"]["code"] == "UNAUTHORIZED"
+            assert served.http(method, path, params={"token": TOKEN}).status_code == 401
+            assert served.http(method, path, headers=AUTH).status_code != 401  # (a route may want a body)
+    for r in ws:
+        path = sample_path(r.path)
+        assert served.denied(path, additional_headers={"Authorization": f"Bearer {WRONG}"}) == 401
+        assert served.denied(path, subprotocols=["bearer", DECOY]) == 401
+        assert served.denied(path, subprotocols=[TOKEN]) == 401  # the token alone is never echoed
+        with served.ws(path) as conn:  # no credentials: the first message must authenticate
+            conn.send(json.dumps({"type": "ping"}))
+            assert served.closed_with(conn) == 4401
+        with served.ws(path) as conn:
+            conn.send(json.dumps({"type": "auth", "token": WRONG}))
+            assert served.closed_with(conn) == 4401
+
+
+def test_websocket_three_ways(served):
+    ways = [dict(additional_headers=AUTH), dict(subprotocols=["bearer", TOKEN]), {}]
+    for kw in ways:
+        with served.ws(**kw) as conn:
+            if not kw:
+                conn.send(json.dumps({"type": "auth", "token": TOKEN}))
+                assert served.recv(conn) == {"type": "auth_ok"}
+            assert conn.subprotocol == ("bearer" if "subprotocols" in kw else None)
+            conn.send(json.dumps({"type": "ping"}))
+            assert served.recv(conn) == {"type": "pong"}
+            conn.send(json.dumps({"type": "user_input", "text": "hello"}))
+            assert served.recv(conn)["data"]["code"] == "not_implemented"
+
+
+def test_foreign_host_is_refused(served):
+    for path, headers in (("/healthz", {}), ("/status", AUTH)):
+        r = served.http("GET", path, headers={**headers, "Host": "evil.example"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Host": f"evil.example:{served.port}"}
+    assert served.http("GET", "/ws", headers={**upgrade, **AUTH}).status_code == 403
+
+
+def test_no_cors_headers_by_default(served):
+    for r in (served.http("GET", "/status", headers={**AUTH, "Origin": "http://localhost:5173"}),
+              served.http("OPTIONS", "/status", headers={"Origin": "http://localhost:5173",
+                                                          "Access-Control-Request-Method": "GET"})):
+        assert not any(k.lower().startswith("access-control-") for k in r.headers)
+
+
+def test_no_process_inherits_the_token_variable(served):
+    kids = served.processes()
+    assert any("raylet" in p.name() for p in kids)  # the engine's Ray is up, under the server
+    assert {p.pid for p in served.ray_processes()} & {p.pid for p in kids}  # (what the last test checks)
+    checked = 0
+    for p in kids:
+        try:
+            env = p.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        assert "KOKORO_ENGINE_TOKEN" not in env and DECOY not in str(env), p.name()
+        checked += 1
+    assert checked >= 3
+
+
+# ------------------------------------------------------------------ last: SIGTERM
+def test_sigterm_tells_sessions_stops_everything_and_exits_0(served):
+    kids = {p.pid: p for p in served.processes()}
+    with served.ws(additional_headers=AUTH) as conn:
+        conn.send(json.dumps({"type": "ping"}))
+        assert served.recv(conn) == {"type": "pong"}
+        served.proc.send_signal(signal.SIGTERM)
+        msg = served.recv(conn)
+        assert msg["type"] == "system" and msg["data"]["code"] == "shutting_down"
+        assert served.closed_with(conn) == 1001
+    assert served.proc.wait(90) == 0
+    time.sleep(0.5)
+    assert len(kids) >= 3 and not alive(kids), alive(kids)
+    assert not served.ray_processes()
+    time.sleep(0.5)  # the pump threads read to the end
+    assert len(served.stdout) == 1  # stdout held the ready line, and nothing else, to the end
+    out = "".join(served.stdout + served.stderr)
+    assert "stopped" in out
+    for secret in (TOKEN, DECOY):
+        assert secret not in out
+        assert not [s for s in served.seen if secret in s]
