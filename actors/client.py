@@ -27,8 +27,8 @@ from pipeline.audio.playout import LOUD
 from pipeline.conversation.heard_text import heard_text
 from pipeline.flow.bus_events import (BusEvent, Closed, ReplyAudio, ReplyDelta, ReplyFinished, ReplyTextDone)
 from pipeline.flow.events import ReplyAudible, ReplyDone, ReplyStopped
-from pipeline.flow.frames import (CancelFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, InterruptFrame,
-                                  LLMTokenFrame, PublishFrame, TTSAudioFrame)
+from pipeline.flow.frames import (CancelFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
+                                  InterruptFrame, LLMTokenFrame, PublishFrame, TTSAudioFrame)
 from pipeline.flow.routes import ConversationSpec
 
 MAX_SUBSCRIBERS = 256  # threads of the "subscribers" concurrency group
@@ -36,14 +36,20 @@ MAX_SUBSCRIBERS = 256  # threads of the "subscribers" concurrency group
 
 @dataclass
 class _Delivery:
-    """What a reply has delivered so far."""
+    """A reply as this output delivers it. While ``held`` (a preemptive reply not yet confirmed,
+    a reply paused by the user's voice) what it produces waits in ``pending``."""
 
     priority: int
-    text: str = ""  # streamed
-    chunks: list[dict[str, Any]] = field(default_factory=list)  # audio sent, as the player's heard() gives it
-    samples: int = 0  # audio samples sent
+    text: str = ""  # delivered
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # audio delivered, as the player's heard() gives it
+    produced: int = 0  # audio samples produced: each chunk's offset in the reply
     reported: int | None = None  # samples the client says it played
     audible: bool = False
+    held: bool = False
+    pending: list[tuple[Any, dict | None, str]] = field(default_factory=list)  # (event, chunk, text)
+    finished: bool = False  # its producer is done; it ends once released
+    text_done: bool = False
+    published: bool = False
 
     def heard(self) -> list[dict[str, Any]]:
         if not self.chunks:  # text only: what was streamed
@@ -140,48 +146,76 @@ class ClientStage(Stage):
             return
         d = self._replies.setdefault((sid, rid), _Delivery(int(frame.priority)))
         own = dict(session_id=sid, response_id=rid, priority=int(frame.priority))
-        from_tts = frame.source.startswith("tts")
         if isinstance(frame, LLMTokenFrame):
-            d.text += frame.text
-            self.publish(ReplyDelta(text=frame.text, **own))
-            if self._is_output(spec) and not self._delivers_audio(spec):
-                self._audible(d, sid, rid)
+            self._out(d, sid, rid, ReplyDelta(text=frame.text, **own), text=frame.text)
         elif isinstance(frame, TTSAudioFrame):
-            d.chunks.append({"text": frame.text, "text_start": frame.text_start, "text_end": frame.text_end,
-                             "samples": len(frame.pcm), "chunk": frame.chunk_index, "offset": d.samples,
-                             **_speech_span(frame.pcm)})
-            self.publish(ReplyAudio(chunk_index=frame.chunk_index, pcm=frame.pcm, sample_rate=frame.sample_rate,
-                                    text=frame.text, text_start=frame.text_start, text_end=frame.text_end,
-                                    sample_offset=d.samples, **own))
-            d.samples += len(frame.pcm)
-            self._audible(d, sid, rid)
-        elif isinstance(frame, EndOfTurnFrame) and not from_tts:
-            self.publish(ReplyTextDone(text=frame.text or d.text, **own))
+            chunk = {"text": frame.text, "text_start": frame.text_start, "text_end": frame.text_end,
+                     "samples": len(frame.pcm), "chunk": frame.chunk_index, "offset": d.produced,
+                     **_speech_span(frame.pcm)}
+            self._out(d, sid, rid, ReplyAudio(chunk_index=frame.chunk_index, pcm=frame.pcm,
+                                              sample_rate=frame.sample_rate, text=frame.text,
+                                              text_start=frame.text_start, text_end=frame.text_end,
+                                              sample_offset=d.produced, **own), chunk=chunk)
+            d.produced += len(frame.pcm)
+        elif isinstance(frame, EndOfTurnFrame) and not frame.source.startswith("tts"):
+            self._out(d, sid, rid, ReplyTextDone(text=frame.text or d.text, **own))
+            d.text_done = True
             if self._is_output(spec) and not self._delivers_audio(spec):
                 self._done(d, sid, rid)
-            elif not self._is_output(spec):
+            elif not self._is_output(spec) and not d.held:
                 self._replies.pop((sid, rid), None)  # the player reports this reply
         elif isinstance(frame, EndOfTurnFrame):
             self._done(d, sid, rid)
         else:
             raise FrameError(f"client does not take {frame.kind}")
 
-    def _audible(self, d: _Delivery, sid: str, rid: int) -> None:
-        if not d.audible:
+    def _out(self, d: _Delivery, sid: str, rid: int, ev: BusEvent, chunk: dict | None = None, text: str = "") -> None:
+        if d.held:
+            d.pending.append((ev, chunk, text))
+            return
+        self.publish(ev)
+        d.published = True
+        d.text += text
+        if chunk is not None:
+            d.chunks.append(chunk)
+        spec = self.conversations.get(sid)
+        if self._is_output(spec) and not d.audible and (chunk is not None or
+                                                        (text and not self._delivers_audio(spec))):
             d.audible = True
             self.event(ReplyAudible(session_id=sid, response_id=rid))
 
     def _done(self, d: _Delivery, sid: str, rid: int) -> None:
+        if d.held:
+            d.finished = True  # it ends once released
+            return
         self._replies.pop((sid, rid), None)
         self.publish(ReplyFinished(session_id=sid, response_id=rid, priority=d.priority, text=d.text,
                                    audio=bool(d.chunks)))
         self.event(ReplyDone(session_id=sid, response_id=rid, heard=d.heard(), chunks=[]))
 
     def on_control(self, frame: ControlFrame, changed: bool) -> None:
-        if not isinstance(frame, (InterruptFrame, CancelFrame)):
-            return
         with self._rlock:
-            self._cut(frame)
+            if isinstance(frame, HoldFrame):
+                self._hold(frame)
+            elif isinstance(frame, (InterruptFrame, CancelFrame)):
+                self._cut(frame)
+
+    def _hold(self, frame: HoldFrame) -> None:
+        sid, rid = frame.session_id, frame.response_id
+        if not self.is_live(sid, rid):
+            return
+        d = self._replies.setdefault((sid, rid), _Delivery(int(frame.priority)))
+        if frame.hold:
+            d.held = True
+            return
+        d.held = False
+        pending, d.pending = d.pending, []
+        for ev, chunk, text in pending:
+            self._out(d, sid, rid, ev, chunk, text)
+        if d.finished:
+            self._done(d, sid, rid)
+        elif d.text_done and not self._is_output(self.conversations.get(sid)):
+            self._replies.pop((sid, rid), None)
 
     def _cut(self, frame: InterruptFrame | CancelFrame) -> None:
         sid = frame.session_id
@@ -190,8 +224,9 @@ class ClientStage(Stage):
         for (s, rid) in [k for k in self._replies if k[0] == sid and not self.is_live(sid, k[1])]:
             d = self._replies.pop((s, rid))
             heard = d.heard()
-            self.publish(ReplyFinished(session_id=sid, response_id=rid, priority=d.priority,
-                                       text=heard_text(heard)[0], interrupted=True, audio=bool(d.chunks)))
+            if d.published:  # (an attempt never released was never seen: nothing to end)
+                self.publish(ReplyFinished(session_id=sid, response_id=rid, priority=d.priority,
+                                           text=heard_text(heard)[0], interrupted=True, audio=bool(d.chunks)))
             if rid in stopped and self._is_output(spec):
                 self.event(ReplyStopped(session_id=sid, response_id=rid, heard=heard))
                 stopped.discard(rid)

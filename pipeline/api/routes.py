@@ -3,12 +3,10 @@
 HTTP routes need the token unless marked public; WebSocket routes are authenticated before
 their handler runs (pipeline/api/auth.py), so a handler gets an accepted, authenticated
 socket and the engine: ``async def handler(ws: WebSocket, hub) -> None``. The companion
-protocol (seed 001) replaces the placeholder at /ws: put its handler in ``WS_HANDLERS`` or
-pass ``create_app(..., ws_handlers={"/ws": handler})``.
+protocol (seed 001) is at /ws and /; other faces add theirs to ``WS_HANDLERS``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
@@ -18,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeline.api.auth import authenticate
+from pipeline.api.companion.client import companion_ws
 from pipeline.api.errors import deny_websocket, error_response
-from pipeline.api.sessions import system_message
 from pipeline.api.state import ShellState
 
 log = logging.getLogger("kokoro.serve")
@@ -51,30 +49,16 @@ async def health(request: Request) -> JSONResponse:
 
 async def status(request: Request) -> JSONResponse:
     shell = shell_of(request)
+    conversations = getattr(getattr(shell.hub, "engine", None), "conversations", {})
     return JSONResponse({"status": "shutting_down" if shell.sessions.closing else "ready",
                          "version": shell.version, "sessions": len(shell.sessions),
+                         "conversations": len(conversations),
                          "voice": {"requested": shell.mic_requested, "active": shell.voice_active}})
 
 
 # ------------------------------------------------------------------ WebSocket
-async def placeholder_ws(ws: WebSocket, hub: Any) -> None:
-    """Stands in for the companion protocol: ping -> pong, anything else -> not_implemented."""
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        try:
-            obj = json.loads(msg.get("text") or msg.get("bytes") or b"")
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("type") == "ping":
-            await ws.send_json({"type": "pong"})
-        else:
-            await ws.send_json(system_message("not_implemented", "this server does not speak the companion "
-                                                                 "protocol yet; only {\"type\": \"ping\"}"))
-
-
-WS_HANDLERS: dict[str, WsHandler] = {"/ws": placeholder_ws}
+# the companion protocol (seed 001) at /ws, and at / too: NyaDeskPet's default URL has no path
+WS_HANDLERS: dict[str, WsHandler] = {"/ws": companion_ws, "/": companion_ws}
 
 
 def authenticated(handler: WsHandler) -> Callable[[WebSocket], Awaitable[None]]:

@@ -69,7 +69,7 @@ def _ray_leaves_sigterm_alone() -> Iterator[None]:
         ray_utils.set_sigterm_handler = original
 
 
-def start_engine(engine: Any) -> bool:
+def start_engine(engine: Any, **kw: Any) -> bool:
     """``engine.start()``; False: a SIGTERM/SIGINT came meanwhile, and the engine, started, is
     to be stopped at once. The signal is remembered, not raised: an exception in the middle of
     the start (Ray half up) leaves processes that its clean-up does not know of. A second
@@ -85,7 +85,7 @@ def start_engine(engine: Any) -> bool:
     previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with _ray_leaves_sigterm_alone():
-            engine.start()
+            engine.start(**kw)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -93,12 +93,17 @@ def start_engine(engine: Any) -> bool:
 
 
 def start_voice(engine: Any) -> bool:
-    """--mic: the engine's voice conversation, where the engine has one."""
-    hook = getattr(engine, "start_voice", None)
-    if not callable(hook):
-        _say("warning: --mic: this engine has no voice conversation yet (no start_voice); serving without it")
+    """--mic: the voice conversation on this machine's sound devices; without one, say so and
+    serve text only."""
+    from pipeline.audio.devices import AudioDeviceError
+
+    try:
+        started = engine.start_voice()
+    except AudioDeviceError as e:
+        _say(f"warning: --mic: {e}; serving text only")
         return False
-    hook()
+    _say(f"--mic: listening on {started['input']!r}, speaking on {started['output']!r} "
+         f"(join it with /ws?session={started['session_id']})")
     return True
 
 
@@ -159,6 +164,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
 def _serve(args, cfg, token: Token, sock, host: str, allow_remote: bool, redact, ready_out: TextIO) -> int:
     from pipeline.api.app import create_app
     from pipeline.api.exposure import HostPolicy
+    from pipeline.api.hub import Hub
     from pipeline.api.logs import redact_every_handler
     from pipeline.api.server import ShellServer, uvicorn_config
     from pipeline.api.state import ShellState
@@ -170,10 +176,10 @@ def _serve(args, cfg, token: Token, sock, host: str, allow_remote: bool, redact,
     log_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(cfg, log_dir)
     try:
-        if not start_engine(engine):
+        if not start_engine(engine, devices=args.mic):  # the sound devices' stages only for --mic
             return 0
         redact_every_handler(redact)  # Ray added handlers of its own
-        shell = ShellState(token.value, engine, cfg.server.ws_auth_timeout_s, mic_requested=args.mic)
+        shell = ShellState(token.value, Hub(engine), cfg.server.ws_auth_timeout_s, mic_requested=args.mic)
         if args.mic:
             shell.voice_active = start_voice(engine)
         app = create_app(shell, HostPolicy.for_bind(host, allow_remote), cors_origins(cfg))

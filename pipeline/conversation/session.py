@@ -33,25 +33,21 @@ import heapq
 import itertools
 from typing import Any
 
-from pipeline.conversation.heard_text import heard_text
+from pipeline.conversation.barge_in import BargeIn
 from pipeline.conversation.history import History, Persona
 from pipeline.conversation.inputs import CONTEXT_ONLY, attachments_of, describe_input
-from pipeline.conversation.turn import ONSET, Turn
+from pipeline.conversation.preemptive import Preemptive, same_words
+from pipeline.conversation.turn import Turn
 from pipeline.flow import events as ev
 from pipeline.flow.bus_events import InputMark, Notice, ReplyStarted, TurnUpdated
-from pipeline.flow.frames import (CancelFrame, EndOfTurnFrame, Frame, HoldFrame, InterruptFrame, LLMRequestFrame,
+from pipeline.flow.frames import (EndOfTurnFrame, Frame, LLMRequestFrame,
                                   LLMTokenFrame, PublishFrame, TranscriptFrame, UserInputFrame)
 from pipeline.flow.priorities import Priority, interrupts
 
 APOLOGY = "Sorry, I can't answer right now: my language model is not responding."
 
 
-def _same_words(a: str, b: str) -> bool:
-    norm = lambda s: " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())  # noqa: E731
-    return norm(a) == norm(b)
-
-
-class Session:
+class Session(BargeIn, Preemptive):
     def __init__(self, session_id: str = "default", system_prompt: str = "", history_turns: int = 8,
                  preemptive: bool = True, min_interrupt_s: float = 0.25,
                  interrupted_marker: str = "[interrupted by the user]", speak_notices: bool = False,
@@ -133,91 +129,6 @@ class Session:
         """The reply in progress (requested, not finished), if any."""
         turn = self._by_rid.get(self.replying) if self.replying else None
         return turn if turn is not None and not turn.finished else None
-
-    # ------------------------------------------------------------ barge-in
-    def _speech_s(self, turn: Turn, audio_time: float | None) -> float:
-        start = turn.speech_start_audio
-        return (audio_time or 0.0) - start if start is not None else 0.0
-
-    def _hold(self, turn: Turn, hold: bool, priority: Priority) -> HoldFrame:
-        return HoldFrame(response_id=turn.response_id, hold=hold, priority=priority)
-
-    def _pause(self, reply: Turn, by: Turn) -> list[Frame]:
-        if reply.paused_by == by.utterance_id:
-            return []
-        was, reply.paused_by = reply.paused_by, by.utterance_id
-        by.barge_in = reply.response_id
-        if was == ONSET:
-            return []  # already silent since the onset
-        return [self._hold(reply, True, by.priority)]
-
-    def _onset(self, e: ev.Event) -> list[Frame]:
-        """The VAD's first speech-like window (or its retraction): pause the reply at once.
-
-        Pausing is cheap to undo, so it does not wait for the VAD to be sure:
-        this is what keeps "user starts -> engine silent" short.
-        """
-        cur = self.current()
-        if cur is None:
-            return []
-        if isinstance(e, ev.SpeechOnset) and not cur.paused_by:
-            cur.paused_by = ONSET
-            cur.metrics.count("onset_pauses")
-            cur.metrics.append("onset_windows", e.windows)  # why it paused, for diagnosis
-            return [self._hold(cur, True, Priority.HIGH)]
-        if isinstance(e, ev.SpeechOnsetRejected) and cur.paused_by == ONSET:
-            cur.paused_by = 0
-            self.false_pauses += 1
-            cur.metrics.append("false_pause_times", e.t)
-            return [self._hold(cur, False, cur.priority)]
-        return []
-
-    def _resume(self, reply: Turn, why: str) -> list[Frame]:
-        """A false interruption: the reply goes on where it paused."""
-        if not reply.paused_by or reply.finished:
-            return []
-        reply.paused_by = 0
-        self.false_interruptions += 1
-        reply.metrics.count("false_interruptions")
-        reply.metrics.append("false_interruption_reasons", why)
-        return [self._hold(reply, False, reply.priority)]
-
-    def _interrupt(self, reply: Turn, by: Turn, reason: str) -> list[Frame]:
-        """Confirm: every stage drops ``reply``; its output says what was heard (``_heard``)."""
-        reply.state = "interrupted"
-        reply.paused_by = 0
-        reply.metrics.info["interrupted_by"] = by.response_id
-        self.awaiting_heard.add(reply.response_id)
-        if self.replying == reply.response_id:
-            self.replying = None
-        return [InterruptFrame(response_id=by.response_id, reason=reason, priority=by.priority,
-                               stopped=(reply.response_id,))]
-
-    def _heard(self, rid: int, chunks: list[dict] | None) -> list[Frame]:
-        """A cut reply's output said what was heard (``None``: it never answered)."""
-        if rid not in self.awaiting_heard:
-            return []
-        self.awaiting_heard.discard(rid)
-        turn = self._by_rid.get(rid)
-        if turn is not None:
-            text, complete = heard_text(chunks or [])
-            turn.heard = text
-            turn.metrics.info["heard_complete"] = complete
-            if chunks is None:
-                turn.metrics.info["heard_unknown"] = True
-            self.history.set_assistant(turn.response_id, text, interrupted=True)
-        return self._flush()
-
-    def expire_heard(self, rids: set[int]) -> list[Frame]:
-        """The outputs took too long to say what was heard of ``rids``: go on without those words."""
-        out: list[Frame] = []
-        for rid in sorted(rids & self.awaiting_heard):
-            out += self._heard(rid, None)
-        return [self._own(f) for f in out]
-
-    def _paused_by(self, turn: Turn) -> Turn | None:
-        cur = self.current()
-        return cur if cur is not None and cur.paused_by == turn.utterance_id and turn.utterance_id else None
 
     # ------------------------------------------------------------ events
     def _event(self, e: ev.Event) -> list[Frame]:
@@ -365,7 +276,7 @@ class Session:
             out = self._cancel_preemptive(turn)
             return out + (self._resume(paused, "no words") if paused is not None else [])
         out = self._take_floor(turn, "user_speech")
-        if turn.preemptive is not None and _same_words(turn.preemptive, tf.text):
+        if turn.preemptive is not None and same_words(turn.preemptive, tf.text):
             return out + self._commit(turn, tf.text)
         out += self._cancel_preemptive(turn)
         return out + self.request_reply(turn, tf.text)
@@ -459,41 +370,6 @@ class Session:
     @property
     def queued(self) -> list[str]:
         return [f.message_type for _, _, f in sorted(self._queue)]
-
-    # ------------------------------------------------------------ preemptive generation
-    def _preempt(self, turn: Turn, text: str) -> list[Frame]:
-        if not self.preemptive or turn.committed or turn.finished or not text.strip():
-            return []
-        if turn.preemptive is not None and _same_words(turn.preemptive, text):
-            return []  # this attempt already covers these words
-        if turn.barge_in and self._paused_by(turn) is None and self.current() is not None:
-            return []  # a burst too short to interrupt: the reply it paused is playing again
-        out = self._cancel_preemptive(turn)
-        if self._paused_by(turn) is not None:
-            out += self._take_floor(turn, "user_speech")  # words, after long enough speech: a real barge-in
-        self._new_id(turn)
-        turn.preemptive = text
-        turn.metrics.count("preemptive_attempts")
-        return out + [self._hold(turn, True, turn.priority)] + self._ask(turn, text)
-
-    def _commit(self, turn: Turn, text: str) -> list[Frame]:
-        self.history.remember("user", text)
-        turn.committed, turn.preemptive = True, None
-        turn.metrics.info["preemptive"] = True
-        self.replying = turn.response_id
-        self.history.reserve(turn.response_id)
-        if turn.reply:  # the LLM finished before the endpoint
-            self.history.set_assistant(turn.response_id, turn.reply)
-        return [self._hold(turn, False, turn.priority)]
-
-    def _cancel_preemptive(self, turn: Turn) -> list[Frame]:
-        if turn.preemptive is None:
-            return []
-        turn.preemptive = None
-        turn.reply = ""
-        self._cancelled.add(turn.response_id)
-        turn.metrics.forget_attempt()
-        return [CancelFrame(response_id=turn.response_id, reason="preemptive attempt superseded")]
 
     # ------------------------------------------------------------ queries
     def messages(self) -> list[dict[str, Any]]:

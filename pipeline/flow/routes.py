@@ -5,7 +5,7 @@
     tts ─ TTSAudioFrame, EndOfTurnFrame ─> the conversation's audio output (player | client)
     player ─ ChunkAudibleFrame ─> avatar
     every stage ─ Event ─> session;  session ─ PublishFrame (bus events) ─> client
-    session ─ HoldFrame ─> the audio output;  InterruptFrame, CancelFrame ─> every stage
+    session ─ HoldFrame ─> the audio output and the client;  InterruptFrame, CancelFrame ─> every stage
 
 ``client`` is the bus: the output stage that streams a conversation's text, audio and
 events to its subscribers (WebSocket clients, the CLI). A conversation's audio goes to
@@ -50,7 +50,7 @@ ROUTES: tuple[Route, ...] = (
     Route("*", (Event,), ("session",)),
     # the session's decisions: a reply held or released at its output, replies cut everywhere,
     # and what the subscribers are told (turns, notices, input marks)
-    Route("session", (HoldFrame,), (AUDIO_OUT,)),
+    Route("session", (HoldFrame,), (AUDIO_OUT, "client")),  # the client stage holds a held reply's text too
     Route("session", (InterruptFrame, CancelFrame), (EVERY_STAGE,)),
     Route("session", (PublishFrame,), ("client",)),
 )

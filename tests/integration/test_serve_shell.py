@@ -3,129 +3,20 @@ the scripted LLM server, real HTTP and WebSocket clients over loopback, SIGTERM 
 from __future__ import annotations
 
 import json
-import os
 import queue
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 
-import httpx
 import psutil
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
 
 from pipeline.api.routes import route_table
-from pipeline.config import CONFIG_DIR, REPO_ROOT
 from tests.rigs.fake_llm import FakeLLM
+from tests.rigs.served import AUTH, DECOY, START_S, TOKEN, Served, alive, launch, sample_path, stop
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "0123456789abcdef" * 4
-DECOY = "decoy0123456789" * 4  # in the environment beside --token-stdin: removed, never used
 WRONG = "f" * 64
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-START_S = 240.0  # Ray + Whisper + Kokoro: ~20 s here, sized for a slower, busier machine
-WAIT_S = 10.0
-
-
-def sample_path(path: str) -> str:
-    """A route's path with its parameters filled in ("/voices/{id}" -> "/voices/x")."""
-    return re.sub(r"\{[^}]+\}", "x", path)
-
-
-def _pump(stream, sink: list, lines: queue.Queue | None = None) -> None:
-    for line in stream:
-        sink.append(line)
-        if lines is not None:
-            lines.put(line)
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen, ready: dict, stdout: list, stderr: list) -> None:
-        self.proc, self.ready, self.stdout, self.stderr = proc, ready, stdout, stderr
-        self.port = ready["port"]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.seen: list[str] = []  # every response's status line, headers and body, and every WS message
-
-    def http(self, method: str, path: str, **kw) -> httpx.Response:
-        r = httpx.request(method, self.base + path, timeout=WAIT_S, **kw)
-        self.seen.append(f"{r.status_code} {dict(r.headers)} {r.text}")
-        return r
-
-    def ws(self, path: str = "/ws", **kw):
-        return connect(f"ws://127.0.0.1:{self.port}{path}", open_timeout=WAIT_S, **kw)
-
-    def recv(self, ws) -> dict:
-        text = ws.recv(timeout=WAIT_S)
-        self.seen.append(str(text))
-        return json.loads(text)
-
-    def denied(self, path: str = "/ws", **kw) -> int:
-        with pytest.raises(InvalidStatus) as e:
-            with self.ws(path, **kw):
-                pass
-        r = e.value.response
-        self.seen.append(f"{r.status_code} {list(r.headers.raw_items())} {bytes(r.body or b'')!r}")
-        return r.status_code
-
-    def closed_with(self, ws) -> int:
-        with pytest.raises(ConnectionClosed) as e:
-            while True:
-                self.seen.append(str(ws.recv(timeout=WAIT_S)))
-        return e.value.rcvd.code
-
-    def processes(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def ray_processes(self) -> list[psutil.Process]:
-        """Every process of this server's Ray cluster, child or not: Ray names its session
-        session_<date>_<driver pid>, and its processes carry that in their command lines."""
-        mark = re.compile(rf"session_[0-9_-]+_{self.proc.pid}\b")
-        return [p for p in psutil.process_iter(["cmdline"]) if mark.search(" ".join(p.info["cmdline"] or []))]
-
-
-def launch(llm: FakeLLM, data) -> tuple[subprocess.Popen, list[str], list[str], queue.Queue]:
-    """`serve --port 0 --token-stdin`, with a decoy token in its environment; its stdout and
-    stderr are read into lists as they come (and stdout's lines into a queue)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "KOKORO_ENGINE_TOKEN": DECOY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", "0", "--token-stdin",
-         "--config", str(CONFIG_DIR / "test.toml"), "--set", f"llm.base_url={llm.base_url}",
-         "--set", f"server.data_dir={data}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
-    stdout: list[str] = []
-    stderr: list[str] = []
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, stdout, lines), daemon=True).start()
-    threading.Thread(target=_pump, args=(proc.stderr, stderr), daemon=True).start()
-    proc.stdin.write(json.dumps({"token": TOKEN}) + "\n")
-    proc.stdin.close()
-    return proc, stdout, stderr, lines
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def alive(procs: dict[int, psutil.Process]) -> list[tuple[int, str]]:
-    out = []
-    for p in procs.values():
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append((p.pid, p.name()))
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------ first, alone: SIGTERM while starting
@@ -223,10 +114,10 @@ def test_websocket_three_ways(served):
                 conn.send(json.dumps({"type": "auth", "token": TOKEN}))
                 assert served.recv(conn) == {"type": "auth_ok"}
             assert conn.subprotocol == ("bearer" if "subprotocols" in kw else None)
+            # in: the companion protocol answers with its commands, then takes messages
+            assert served.recv(conn)["type"] == "commands_register"
             conn.send(json.dumps({"type": "ping"}))
-            assert served.recv(conn) == {"type": "pong"}
-            conn.send(json.dumps({"type": "user_input", "text": "hello"}))
-            assert served.recv(conn)["data"]["code"] == "not_implemented"
+            assert served.recv(conn)["data"]["code"] == "unknown_type"
 
 
 def test_foreign_host_is_refused(served):
@@ -264,8 +155,7 @@ def test_no_process_inherits_the_token_variable(served):
 def test_sigterm_tells_sessions_stops_everything_and_exits_0(served):
     kids = {p.pid: p for p in served.processes()}
     with served.ws(additional_headers=AUTH) as conn:
-        conn.send(json.dumps({"type": "ping"}))
-        assert served.recv(conn) == {"type": "pong"}
+        assert served.recv(conn)["type"] == "commands_register"  # a companion session is open
         served.proc.send_signal(signal.SIGTERM)
         msg = served.recv(conn)
         assert msg["type"] == "system" and msg["data"]["code"] == "shutting_down"

@@ -21,10 +21,12 @@ from typing import Any
 class FakeLLM:
     def __init__(self, reply: str = "Hello there! I am a scripted reply.", ttft: float = 0.2,
                  tokens_per_s: float = 50.0, host: str = "127.0.0.1", port: int = 0,
-                 replies: dict[str, str] | None = None) -> None:
+                 replies: dict[str, str] | None = None, fail_on: tuple[str, ...] = ()) -> None:
         self.reply, self.ttft, self.tokens_per_s = reply, ttft, tokens_per_s
         # keyword (lower case) in the last user message -> the reply to give instead
         self.replies = {k.lower(): v for k, v in (replies or {}).items()}
+        # keyword (lower case) in the last user message -> the endpoint fails (HTTP 500), as a broken one would
+        self.fail_on = tuple(k.lower() for k in fail_on)
         self.requests: list[dict[str, Any]] = []  # bodies received, for assertions
         self.closed_early = 0  # streams the client hung up on
         server = self
@@ -57,6 +59,8 @@ class FakeLLM:
                 except ValueError:
                     return self._json(400, {"error": {"message": "bad json"}})
                 server.requests.append(body)
+                if server.fails(body.get("messages") or []):
+                    return self._json(500, {"error": {"message": "scripted failure"}})
                 reply = server.reply_to(body.get("messages") or [])
                 if not body.get("stream"):
                     return self._json(200, {"id": "x", "object": "chat.completion", "model": "fake", "choices": [
@@ -89,8 +93,19 @@ class FakeLLM:
         self.base_url = f"http://{host}:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    @staticmethod
+    def _last_user(messages: list[dict[str, Any]]) -> str:
+        last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        if isinstance(last, list):  # content parts: the text ones
+            last = " ".join(p.get("text", "") for p in last if isinstance(p, dict))
+        return str(last).lower()
+
+    def fails(self, messages: list[dict[str, Any]]) -> bool:
+        last = self._last_user(messages)
+        return any(k in last for k in self.fail_on)
+
     def reply_to(self, messages: list[dict[str, Any]]) -> str:
-        last = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "").lower()
+        last = self._last_user(messages)
         return next((r for k, r in self.replies.items() if k in last), self.reply)
 
     def __enter__(self) -> "FakeLLM":

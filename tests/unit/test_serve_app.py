@@ -28,9 +28,27 @@ class Hub:
     name = "the stand-in engine"
 
 
+async def echo_ws(ws, hub) -> None:
+    """Stands in for the companion protocol (which needs an engine): ping -> pong, anything
+    else -> a system message."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        try:
+            obj = json.loads(msg.get("text") or msg.get("bytes") or b"")
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("type") == "ping":
+            await ws.send_json({"type": "pong"})
+        else:
+            await ws.send_json({"type": "system", "data": {"code": "not_implemented", "message": "echo only"}})
+
+
 @contextlib.contextmanager
 def running(ws_auth_timeout_s: float = 5.0, **app_kw):
     shell = ShellState(TOKEN, Hub(), ws_auth_timeout_s)
+    app_kw["ws_handlers"] = {"/ws": echo_ws, "/": echo_ws, **app_kw.get("ws_handlers", {})}
     app = create_app(shell, HostPolicy.for_bind("127.0.0.1", False), **app_kw)
     sock = bind_socket("127.0.0.1", 0)
     ready = threading.Event()
@@ -120,7 +138,7 @@ def test_with_the_token(srv):
     shell, port = srv
     r = httpx.get(f"http://127.0.0.1:{port}/status", headers=AUTH)
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "version": shell.version, "sessions": 0,
+    assert r.json() == {"status": "ready", "version": shell.version, "sessions": 0, "conversations": 0,
                         "voice": {"requested": False, "active": False}}
     r = httpx.get(f"http://127.0.0.1:{port}/no-such-route", headers=AUTH)
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"

@@ -111,7 +111,8 @@ def test_a_second_signal_stops_at_once():
     assert not engine.finished
 
 
-def test_mic_calls_the_engines_voice_hook_where_there_is_one(capsys):
+def test_mic_starts_the_voice_conversation_or_says_there_is_no_device(capsys):
+    from pipeline.audio.devices import AudioDeviceError
     from pipeline.cli.serve import start_voice
 
     class Voiced:
@@ -119,8 +120,15 @@ def test_mic_calls_the_engines_voice_hook_where_there_is_one(capsys):
 
         def start_voice(self):
             self.started += 1
+            return {"session_id": "default", "input": "mic", "output": "speaker", "delivering": True}
+
+    class Deaf:
+        def start_voice(self):
+            raise AudioDeviceError("no input device (try: talk --input)")
 
     engine = Voiced()
     assert start_voice(engine) is True and engine.started == 1
-    assert start_voice(object()) is False
-    assert "--mic" in capsys.readouterr().err
+    assert "/ws?session=default" in capsys.readouterr().err  # how a front end joins it
+    assert start_voice(Deaf()) is False
+    err = capsys.readouterr().err
+    assert "--mic" in err and "no input device" in err and "text only" in err

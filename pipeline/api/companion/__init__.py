@@ -1,0 +1,1 @@
+"""The companion WebSocket (seed 001, NyaDeskPet)."""
