@@ -68,7 +68,7 @@ class ClientStage(Stage):
     def setup(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[str, queue.Queue]] = {}  # subscription id -> (conversation, queue)
-        self._seq: dict[str, int] = {}  # per conversation
+        self._bus_seq: dict[str, int] = {}  # per conversation
         self._replies: dict[tuple[str, int], _Delivery] = {}
         self._rlock = threading.RLock()  # _replies: the data lane and the control lane
 
@@ -110,8 +110,8 @@ class ClientStage(Stage):
 
     def publish(self, ev: BusEvent) -> None:
         with self._lock:
-            n = self._seq.get(ev.session_id, 0) + 1
-            self._seq[ev.session_id] = n
+            n = self._bus_seq.get(ev.session_id, 0) + 1
+            self._bus_seq[ev.session_id] = n
             ev.seq = n
             for sid, q in self._subs.values():
                 if sid == ev.session_id:
@@ -122,7 +122,7 @@ class ClientStage(Stage):
         with self._lock:
             for sub_id in [k for k, (sid, _) in self._subs.items() if sid == session_id]:
                 del self._subs[sub_id]
-            self._seq.pop(session_id, None)
+            self._bus_seq.pop(session_id, None)
             for key in [k for k in self._replies if k[0] == session_id]:
                 del self._replies[key]
 

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 from actors.base import Stage, stage_actor
+from actors.tts import TTSStage
 from pipeline.flow.frames import ControlFrame, Frame, SentenceFrame
 
 
@@ -100,3 +101,80 @@ SlowActor = stage_actor(SlowStage)
 RecorderActor = stage_actor(RecorderStage)
 SenderActor = stage_actor(SenderStage)
 FailingActor = stage_actor(FailingStage)
+
+
+# ---------------------------------------------------------------- fake models for whole conversations
+class _FakeSession:
+    """Stands in for Kokoro's abortable ONNX session."""
+
+    def __init__(self) -> None:
+        self.tag = None
+        self.aborted = 0
+        self._abort = threading.Event()
+
+    def abort_if(self, dead) -> bool:
+        if self.tag is not None and dead(self.tag):
+            self.aborted += 1
+            self._abort.set()
+            return True
+        return False
+
+
+class _FakeKokoro:
+    """Audio of 50 ms a character (a 220 Hz tone), taking a fifth of its length to make."""
+
+    SECONDS_PER_CHAR = 0.05
+
+    def __init__(self) -> None:
+        self.sess = _FakeSession()
+
+    def get_voices(self) -> list[str]:
+        return ["fake_a", "fake_b"]
+
+    def create(self, text: str, voice: str, speed: float, lang: str):
+        import numpy as np
+
+        n = int(24000 * self.SECONDS_PER_CHAR * len(text))
+        self.sess._abort.clear()
+        if self.sess._abort.wait(0.2 * n / 24000):
+            raise RuntimeError("aborted")
+        return (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / 24000)).astype(np.float32), 24000
+
+
+class FakeTTSStage(TTSStage):
+    """The real TTS service (queues, chunking, scheduling, aborts) on a fake model."""
+
+    def setup(self) -> None:
+        import models.registry
+
+        real = models.registry.load_kokoro
+        models.registry.load_kokoro = lambda cfg: _FakeKokoro()
+        try:
+            super().setup()
+        finally:
+            models.registry.load_kokoro = real
+
+
+class ScriptedSpeechStage(Stage):
+    """Stands in for VAD + STT ("stt" in the routes' eyes): speaks scripted user turns as the
+    events and transcripts those stages would send."""
+
+    name = "stt"
+
+    def process(self, frame: Frame) -> None:
+        pass
+
+    def say(self, session_id: str, text: str, speech_s: float = 1.0, utterance: int = 1) -> bool:
+        from pipeline.flow.events import SpeechStarted, SpeechStopped
+        from pipeline.flow.frames import TranscriptFrame
+
+        own = dict(session_id=session_id, utterance=utterance)
+        self.event(SpeechStarted(audio_time=0.0, **own))
+        time.sleep(speech_s)
+        self.event(SpeechStopped(audio_time=speech_s, **own))
+        self.emit(TranscriptFrame(text=text, utterance_id=utterance, session_id=session_id, audio_end=speech_s))
+        return True
+
+
+FakeTTSActor = stage_actor(FakeTTSStage)
+ScriptedSpeechActor = stage_actor(ScriptedSpeechStage)
