@@ -16,7 +16,7 @@ from tests.rigs.served import AUTH, serving
 
 pytestmark = pytest.mark.integration
 
-PARIS = "[happy] Paris is the capital of France."
+PARIS = "[happy] The capital of France is Paris. It sits on the river Seine."
 STORY = ("Once upon a time, a small red fox lived by a quiet river. Every morning she watched the fish, and every "
          "evening she told the owls what she had seen. One day the river was gone, so she followed the road into "
          "the hills until she found it again, splashing down from the mountains.")
@@ -56,22 +56,22 @@ def test_a_reply_streams_its_text_and_its_audio_says_it(client, whisper):
     assert {c["name"] for c in client.commands} >= {"help", "info", "clear", "voice", "persona"}
     client.say("What is the capital of France?")
     r = client.reply()
-    assert r.text == "Paris is the capital of France." and not r.interrupted
+    assert r.text == "The capital of France is Paris. It sits on the river Seine." and not r.interrupted
     kinds = [m["type"] for m in r.messages]
     assert kinds[0] == "dialogue_stream_start" and "dialogue_stream_end" in kinds
     assert all(m["priority"] == 2 for m in r.messages)
     assert r.timelines[0][0]["timing"] == 0.0  # the [happy] cue, at the start of the first chunk
     heard = transcribe(whisper, to_float32(Resampler(r.rate, 16000)(r.audio)), "en", 1, 0.6)
-    assert {"paris", "capital", "france"} <= words(heard), heard
+    assert {"capital", "france", "river"} <= words(heard), heard
 
 
 def test_a_second_message_cuts_the_reply_and_the_history_keeps_what_was_sent(client, llm):
     client.say("Tell me a story.")
     first = client.reply(until=lambda r: bool(r.chunks))  # its first audio is out
     client.say("What is the weather tomorrow?")
-    cut = client.reply(first.response_id)  # the rest of it: its ends say it was cut
+    cut = client.reply(into=first)  # the rest of it: its ends say it was cut
     assert cut.interrupted
-    nxt = client.reply()
+    nxt = client.reply(skip=(first.response_id,))
     assert nxt.response_id != first.response_id and nxt.text == "It will be sunny tomorrow."
     assert not [m for m in client.seen if m.get("responseId") == first.response_id
                 and m["type"] in ("dialogue_stream_chunk", "audio_stream_chunk") and m["_t"] > cut.messages[-1]["_t"]]
@@ -89,8 +89,8 @@ def test_what_the_client_says_it_played_is_what_the_history_keeps(client, llm):
     client.send({"type": "audio_played", "responseId": first.response_id, "samples": len(chunk0) // 3})
     time.sleep(0.5)  # the report is a fire-and-forget message: let it land before the cut
     client.say("What is the weather tomorrow?")
-    client.reply(first.response_id)
-    client.reply()
+    client.reply(into=first)
+    client.reply(skip=(first.response_id,))
     req = next(r for r in reversed(llm.requests) if "weather" in str(r["messages"][-1]["content"]).lower())
     said = req["messages"][-2]["content"].removesuffix("… [interrupted by the user]")
     first_clause = "Once upon a time,"
@@ -99,10 +99,10 @@ def test_what_the_client_says_it_played_is_what_the_history_keeps(client, llm):
 
 def test_context_mid_reply_never_interrupts_and_the_next_prompt_carries_it(client, llm):
     client.say("Tell me a story.")
-    client.reply(until=lambda r: bool(r.chunks))
+    first = client.reply(until=lambda r: bool(r.chunks))
     client.send({"type": "character_info", "useCustom": True, "name": "Neko", "personality": "a cheerful cat"})
     client.send({"type": "model_info", "modelInfo": {"expressions": ["smile", "cry"], "motions": {}}})
-    r = client.reply()  # the story plays to its end
+    r = client.reply(into=first)  # the story plays to its end
     assert not r.interrupted and r.text == STORY
     client.say("Who are you?")
     client.reply()
@@ -114,8 +114,8 @@ def test_a_tap_waits_behind_a_typed_reply_and_runs_after_it(client, llm):
     client.say("What is the capital of France?")
     first = client.reply(until=lambda r: bool(r.chunks))
     client.send({"type": "tap_event", "hitArea": "head", "position": {"x": 0.5, "y": 0.2}})
-    assert not client.reply(first.response_id).interrupted  # medium never cuts high
-    tap = client.reply()
+    assert not client.reply(into=first).interrupted  # medium never cuts high
+    tap = client.reply(skip=(first.response_id,))
     assert tap.response_id > first.response_id
     assert "touched your head" in str(llm.requests[-1]["messages"][-1]["content"])
 
@@ -156,7 +156,7 @@ def test_bad_input_gets_a_coded_system_message_and_the_connection_goes_on(served
             assert got["code"] == code, (raw[:60], got)
         client.say("What is the weather tomorrow?")
         assert client.reply().text == "It will be sunny tomorrow."
-        assert other.reply().text == "Paris is the capital of France."  # the other client never noticed
+        assert other.reply().text == "The capital of France is Paris. It sits on the river Seine."  # the other client never noticed
         assert not [m for m in other.seen if m["type"] == "system"]
     finally:
         other.close()
@@ -167,7 +167,7 @@ def test_a_failing_llm_is_a_system_message(client):
     got = client.next(lambda m: m["type"] == "system")["data"]
     assert got["code"] == "llm_failed" and "LLM endpoint" in got["message"]
     client.say("What is the capital of France?")
-    assert client.reply().text == "Paris is the capital of France."
+    assert client.reply().text == "The capital of France is Paris. It sits on the river Seine."
 
 
 def test_a_file_upload_is_stored_and_offered_to_the_reply(client, llm, served):
@@ -229,9 +229,9 @@ def test_a_client_joins_another_conversation(served):
         assert b.session_id == a.session_id
         b.say("What is the capital of France?")  # its input joins the conversation ...
         ra = a.reply()  # ... and both see its stream, each in the form it asked for
-        assert ra.text == "Paris is the capital of France."
+        assert ra.text == "The capital of France is Paris. It sits on the river Seine."
         d = b.next(lambda m: m["type"] == "dialogue")
-        assert d["text"] == "Paris is the capital of France." and d["responseId"] == ra.response_id
+        assert d["text"] == ra.text and d["responseId"] == ra.response_id
     finally:
         a.close()
         b.close()

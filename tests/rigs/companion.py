@@ -92,13 +92,18 @@ class Companion:
                 return msg
 
     def reply(self, response_id: int | None = None, timeout: float = WAIT_S,
-              until: Callable[[Reply], bool] | None = None) -> Reply:
-        """The next reply (or ``response_id``'s), until its audio is over (the reply-level
-        ``audio_stream_end``), or its text for a client with no audio, or ``until`` says so."""
-        r: Reply | None = None
+              until: Callable[[Reply], bool] | None = None, into: Reply | None = None,
+              skip: tuple[int, ...] = ()) -> Reply:
+        """The next reply (or ``response_id``'s, or more of ``into``), until its audio is over
+        (the reply-level ``audio_stream_end``), or its text for a client with no audio, or
+        ``until`` says so. Messages of replies in ``skip`` are passed over."""
+        r: Reply | None = into
+        if into is not None:
+            response_id = into.response_id
         end = time.monotonic() + timeout
         while True:
-            m = self.next(lambda m: "responseId" in m and (response_id is None or m["responseId"] == response_id),
+            m = self.next(lambda m: "responseId" in m and m["responseId"] not in skip
+                          and (response_id is None or m["responseId"] == response_id),
                           max(0.1, end - time.monotonic()))
             if r is None:
                 r = Reply(m["responseId"], m.get("priority", 0))
