@@ -169,8 +169,7 @@ def test_a_broken_model_is_one_error_and_the_talk_still_works(ray_session, xvfb,
     assert res.mouth_track == [] and state["is_speaking"] is False and state["current_expression"] == "happy"
 
 
-@pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")), reason="ffmpeg/ffprobe not installed")
-def test_talk_video_writes_an_mp4_as_long_as_the_reply(xvfb, avatar_model_path, llm, speech, tmp_path):
+def test_talk_video_writes_an_mp4_as_long_as_the_reply(ffmpeg, xvfb, avatar_model_path, llm, speech, tmp_path):
     from avatar.video import probe_duration
 
     question = speech("How are you today?", pad_s=(0.5, 0.2))
