@@ -376,15 +376,17 @@ def _loop(conn, window, source: _MouthSource, spec: dict, send) -> None:
     lead = period / 2  # start -> swap time, averaged; first guess until measured
     next_t = time.perf_counter()
     while True:
-        wait = next_t - time.perf_counter()
-        if wait > 0:  # idle until the next frame, but answer commands at once
-            if conn.poll(wait):
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    return  # the parent is gone
-                if not _handle(msg, window, source, send):
-                    return
+        # idle until the next frame, but answer commands at once; also when the frames run late
+        # (slower than the period: PNG capture on a busy CPU), else no command, quit included,
+        # was read until a frame came in under the period (measured: 8 s, and >30 s with two
+        # CPU hogs on 2 cores, for a reply to a command sent while capturing)
+        if conn.poll(max(0.0, next_t - time.perf_counter())):
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return  # the parent is gone
+            if not _handle(msg, window, source, send):
+                return
             continue
         start = time.perf_counter()
         mouth = source.mouth(time.time() + lead)  # for when this frame will be seen

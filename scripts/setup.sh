@@ -10,7 +10,10 @@ cd "$ROOT"
 # devices of tests and benchmarks (tests/rigs/virtual_audio/)
 # xvfb, libgl1-mesa-dri (software OpenGL), mesa-utils (glxinfo: the overlay's 32-bit visual): the
 # Live2D avatar renders offscreen under Xvfb in tests and headless mode (avatar/window.py)
-APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb mesa-utils libgl1-mesa-dri)
+# ffmpeg (ffmpeg + ffprobe): `talk --video` muxes the avatar's frames and the reply into an MP4
+# (avatar/video.py; without it only PNGs are kept), and its tests fail under CI=true without it
+APT_PKGS=(espeak-ng sox libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb mesa-utils libgl1-mesa-dri
+          ffmpeg)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

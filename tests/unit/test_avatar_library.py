@@ -15,6 +15,7 @@ import pytest
 from avatar import library
 from avatar.library import delete_model, import_model, list_models, resolve
 from avatar.settings import AvatarError
+from tests.rigs.requirements import AVATAR_MODELS, LIVE2D, need, need_module
 from tests.unit.avatar_fixtures import make_v2, make_v3
 
 NPM_CACHE = library._cache_dir()
@@ -202,9 +203,8 @@ def test_cli_import_list_delete(tmp_path, capsys):
 def _npm_tgz(name: str) -> Path:
     package, version, _ = library.DEFAULT_MODELS[name]
     tgz = NPM_CACHE / f"{package}-{version}.tgz"
-    if not tgz.is_file():
-        pytest.skip(f"{tgz} not cached (kokoro-engine avatar install-default fetches it)")
-    pytest.importorskip("live2d", reason="live2d-py not installed")
+    need(tgz.is_file(), AVATAR_MODELS, f"{tgz} not cached")
+    need_module("live2d", LIVE2D)
     return tgz
 
 
@@ -223,7 +223,7 @@ def test_real_npm_model_imports_and_a_truncated_moc_is_refused(tmp_path):
 
 
 def test_cubism3_model_with_a_broken_moc3_is_refused_not_crashing(tmp_path):
-    pytest.importorskip("live2d", reason="live2d-py not installed")
+    need_module("live2d", LIVE2D)
     store = tmp_path / "store"
     make_v3(tmp_path / "v3", moc=b"MOC3\x03\0\0\0" + os.urandom(4000))  # right magic, garbage body
     with pytest.raises(AvatarError, match="tiny3"):

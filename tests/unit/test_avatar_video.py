@@ -14,8 +14,7 @@ import pytest
 from avatar import video
 
 W, H = 32, 24
-needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
-                                  reason="ffmpeg/ffprobe not installed")
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")  # tests/conftest.py: skips, or fails under CI=true
 
 
 def capture(directory, times: list[float], levels: list[int]) -> None:

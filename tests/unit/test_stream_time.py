@@ -1,28 +1,51 @@
 """Sound-device stamps on the wall clock: PortAudio times, drift, jitter, steps."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
+from pipeline.audio import stream_time
 from pipeline.audio.stream_time import StreamClock, StreamTime
 
 
-def test_stream_time_maps_portaudio_times_whatever_their_base():
+class FakeWallClock:
+    """``time.time()`` for pipeline/audio/stream_time.py: the mapping is arithmetic on the time it
+    reads and PortAudio's stamps, so the tests set both (a real clock read between two lines of a
+    test on a loaded CPU made 5-10 ms tolerances a race)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def time(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def wall(monkeypatch) -> FakeWallClock:
+    clock = FakeWallClock(1_700_000_000.0)
+    monkeypatch.setattr(stream_time, "time", clock)
+    return clock
+
+
+def test_stream_time_maps_portaudio_times_whatever_their_base(wall):
     st = StreamTime()
     base = 5000.0  # a host whose stream time counts from boot, not the epoch
-    now = time.time()
+    now = wall.t
     dac = st.wall(stream_time=now - base + 0.040, current_time=now - base)
-    assert dac == pytest.approx(now + 0.040, abs=0.005)
+    assert dac == pytest.approx(now + 0.040, abs=1e-6)
     # a callback that ran 30 ms late (the GIL): its times are still PortAudio's, so is the result
-    cur = time.time() - base - 0.030
-    assert st.wall(cur + 0.040, cur) == pytest.approx(time.time() - 0.030 + 0.040, abs=0.005)
-    assert st.callback_late_ms()["max"] >= 25
+    wall.t += 1.0
+    cur = wall.t - base - 0.030
+    assert st.wall(cur + 0.040, cur) == pytest.approx(wall.t - 0.030 + 0.040, abs=1e-6)
+    assert st.callback_late_ms()["max"] == pytest.approx(30.0, abs=0.01)
+    # an on-time callback after it: still mapped by the on-time offset, not the late one
+    wall.t += 1.0
+    assert st.wall(wall.t - base + 0.040, wall.t - base) == pytest.approx(wall.t + 0.040, abs=1e-6)
 
 
-def test_stream_time_without_host_times_falls_back_to_now():
-    assert StreamTime().wall(0.0, 0.0) == pytest.approx(time.time(), abs=0.01)
+def test_stream_time_without_host_times_falls_back_to_now(wall):
+    assert StreamTime().wall(0.0, 0.0) == wall.t
+    assert StreamTime().callback_late_ms() == {}
 
 
 def test_stream_clock_follows_a_device_running_slow():
