@@ -70,6 +70,7 @@ class Engine:
         self.conversations: dict[str, ConversationSpec] = {}
         self.voices: list[str] = []
         self._lock = threading.Lock()
+        self.errors_reported = 0  # the voice conversation's errors a talk has reported (each once)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, devices: bool = True) -> "Engine":
@@ -112,6 +113,8 @@ class Engine:
         self.timings.update({f"{r['stage'].replace('#0', '')}_setup_s": r["setup_s"] for r in ready})
         self.voices = ray.get(self.pools["tts"][0].voices.remote())
         ray.get(self.actors["session"].describe.remote(self.info(), self.voices))
+        if devices:  # the device stages serve the voice conversation: it exists with them (an avatar
+            self.open_conversation(self.voice_session, audio_out="player")  # that fails says so in it)
         if "avatar" in self.actors:  # after every setup: a failure is an error event the session takes
             t2 = time.perf_counter()
             self.avatar_status = ray.get(self.actors["avatar"].started.remote())

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from pipeline.audio.sources import AudioSource, FileSource
-from pipeline.flow.bus_events import InputMark, Notice, TurnUpdated
+from pipeline.flow.bus_events import InputMark, TurnUpdated
 
 
 @dataclass
@@ -67,7 +67,6 @@ def talk(engine, input_wav: str | AudioSource, output_wav: str, realtime: bool =
     deadline = time.monotonic() + timeout + info["duration"]
     turns: dict[int, dict[str, Any]] = {}
     marks: dict[str, float] = {}
-    errors: list[str] = []
     timed_out = False
     try:
         while True:
@@ -87,8 +86,6 @@ def talk(engine, input_wav: str | AudioSource, output_wav: str, realtime: bool =
                 marks[ev.name] = ev.t
                 if "speech_onset" in ev.data:
                     marks["barge_in_speech_start"] = ev.data["speech_onset"]
-            elif isinstance(ev, Notice) and ev.level == "error":
-                errors.append(ev.message)
             if _finished(turns, marks, waits_for_barge_in):
                 break
     finally:
@@ -104,7 +101,10 @@ def talk(engine, input_wav: str | AudioSource, output_wav: str, realtime: bool =
                 ray.get(avatar.capture.remote(None))
     snap = engine.snapshot(sid)
     res = _result(list(turns.values()), marks, snap, t0)
-    res.errors = errors
+    # the conversation's errors since the last talk: those of this one, and any from before it
+    # (an avatar that failed at the engine's start), each reported once
+    res.errors = list(snap.get("errors", []))[engine.errors_reported:]
+    engine.errors_reported = len(snap.get("errors", []))
     if timed_out:
         res.errors.append(f"turn did not finish within {timeout:.0f} s")
     if track is not None:

@@ -20,6 +20,7 @@ from avatar.lipsync import lag_and_correlation
 from pipeline.audio.convert import load_audio, read_wav, to_float32
 from pipeline.config import CONFIG_DIR, REPO_ROOT, load_config
 from tests.rigs.fake_llm import FakeLLM
+from tests.rigs.watch import ConversationWatch
 from pipeline.runtime.engine import Engine
 from pipeline.flow.priorities import Priority
 
@@ -134,19 +135,20 @@ def test_a_click_on_the_head_is_a_medium_priority_tap_turn(engine, avatar_model_
     import ray
 
     x, y = _head_point(avatar_model_path)
-    before = {t["response_id"] for t in engine.snapshot()["turns"]}
-    ray.get(engine.actors["player"].open_wav.remote(str(tmp_path / "tap.wav"), 24000, True))
+    sid = engine.open_conversation(engine.voice_session, audio_out="player")
+    watch = ConversationWatch(engine, sid)
+    watch.mark()
+    ray.get(engine.actors["player"].open_wav.remote(str(tmp_path / "tap.wav"), 24000, True, sid))
+
+    def tap_turn(w):
+        return next((t for t in w.new_turns() if t["source"] == "tap_event" and t["finished"]), None)
+
     try:
         assert ray.get(engine.actors["avatar"].click.remote(x, y))
-        deadline = time.monotonic() + 60
-        tap = None
-        while time.monotonic() < deadline:
-            turns = [t for t in engine.snapshot()["turns"] if t["response_id"] not in before]
-            tap = next((t for t in turns if t["source"] == "tap_event"), None)
-            if tap is not None and tap["finished"]:
-                break
-            time.sleep(0.1)
+        watch.wait(tap_turn, 60)
+        tap = tap_turn(watch)
     finally:
+        watch.close()
         ray.get(engine.actors["player"].close.remote())
     assert tap is not None, "no tap_event turn reached the session"
     assert tap["priority"] == int(Priority.MEDIUM) and tap["state"] == "done"
