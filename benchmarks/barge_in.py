@@ -30,7 +30,6 @@ import platform
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import CONFIG_DIR, load_config  # noqa: E402
 from tests.rigs.espeak import espeak_wav  # noqa: E402
 from tests.rigs.fake_llm import FakeLLM  # noqa: E402
+from tests.rigs.watch import ConversationWatch  # noqa: E402
 from pipeline.runtime.engine import Engine  # noqa: E402
 from tests.rigs.virtual_audio.devices import VirtualAudio  # noqa: E402
 from tests.rigs.virtual_audio.probe import Clip  # noqa: E402
@@ -74,13 +74,15 @@ def pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)), 4) if xs else None
 
 
-def run_trial(va: VirtualAudio, engine: Engine, question: Path, clip: Path, delay: float) -> dict:
+def run_trial(va: VirtualAudio, engine: Engine, watch: ConversationWatch, question: Path, clip: Path,
+              delay: float) -> dict:
     """Ask; ``delay`` s after the reply is heard, play ``clip``; measure from the recording."""
-    before = {t["response_id"] for t in engine.snapshot()["turns"]}
+    watch.mark()
     clips = [Clip(question, at=0.3), Clip(clip, on="speaker_on", delay=delay, after=0)]
     res = va.probe(clips, duration=40.0, end_after_clips=6.0)
+    watch.settle(30.0)  # every turn over: the answer to the barge-in included
     snap = engine.snapshot()
-    turns = [t for t in snap["turns"] if t["response_id"] not in before]
+    turns = watch.new_turns()
     rate = res.rate
     q_end = res.clip_onsets[0] + int(len(res.clips[0]) - 0.1 * rate) if res.clip_onsets[0] is not None else None
     out: dict = {"delay_s": delay, "turn_states": [t["state"] for t in turns],
@@ -105,13 +107,6 @@ def run_trial(va: VirtualAudio, engine: Engine, question: Path, clip: Path, dela
         answer = first_loud(res.speaker, rate, max(end, silent))
         out["answer_v2v_s"] = None if answer is None else round((answer - end) / rate, 4)
     return out
-
-
-def settle(engine: Engine, timeout: float = 30.0) -> None:
-    """Wait for every turn to finish (the answer to the barge-in included)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not all(t["finished"] for t in engine.snapshot()["turns"]):
-        time.sleep(0.2)
 
 
 CONDITIONS = ("headphones", "open_speaker_-6dB")
@@ -168,15 +163,16 @@ def main() -> int:
         try:
             import ray
 
-            ray.get(engine.actors["player"].open_device.remote(48000))
-            ray.get(engine.actors["mic"].start_device.remote())
+            sid = engine.voice_session
+            watch = ConversationWatch(engine, sid)
+            ray.get(engine.actors["player"].open_device.remote(48000, sid))
+            ray.get(engine.actors["mic"].start_device.remote(sid))
             for cond, echo in (("headphones", False), ("open_speaker_-6dB", True)):
                 if echo:
                     va.add_echo(50, -6.0)
                 trials = []
                 for i in range(a.trials):
-                    tr = run_trial(va, engine, question, cut_in, rng.uniform(1.0, 3.0))
-                    settle(engine)
+                    tr = run_trial(va, engine, watch, question, cut_in, rng.uniform(1.0, 3.0))
                     trials.append(tr)
                     print(cond, i, tr, flush=True)
                 # only trials whose clip began while the reply was sounding (not in a gap between chunks)
@@ -200,8 +196,7 @@ def main() -> int:
                 cut = 0
                 for i in range(n_false):
                     hum = burst(tmp / f"hum{i}.wav", rng.choice([120, 160, 200]), i)
-                    tr = run_trial(va, engine, question, hum, rng.uniform(1.0, 3.0))
-                    settle(engine)
+                    tr = run_trial(va, engine, watch, question, hum, rng.uniform(1.0, 3.0))
                     cut += "interrupted" in tr["turn_states"]
                     print(cond, "burst", i, tr["turn_states"], flush=True)
                 result[cond]["false_barge_in_on_bursts"] = {"runs": n_false, "replies_cut": cut}
@@ -210,10 +205,10 @@ def main() -> int:
                     runs = 2 if a.quick else 5
                     selfint = 0
                     for i in range(runs):
-                        before = {t["response_id"] for t in engine.snapshot()["turns"]}
+                        watch.mark()
                         va.probe([Clip(question, at=0.3)], duration=30.0, end_after_clips=22.0)
-                        settle(engine)
-                        turns = [t for t in engine.snapshot()["turns"] if t["response_id"] not in before]
+                        watch.settle(30.0)
+                        turns = watch.new_turns()
                         selfint += sum(1 for t in turns if t["state"] in ("interrupted", "ignored", "empty")
                                        or t["info"].get("onset_pauses"))
                     snap1 = engine.snapshot()

@@ -108,7 +108,7 @@ def one_run(engine, question: Path, tmp: Path, i: int) -> dict[str, Any]:
     res = engine.talk(str(question), str(out))
     status = ray.get(avatar.status.remote())
     cpu1, wall = cpu_s(pid), time.time() - idle_from
-    tts = ray.get(engine.actors["tts"].stats.remote())
+    tts = ray.get(engine.pools["tts"][0].stats.remote())
     if res.errors or res.state != "done" or not res.mouth_track:
         return {"error": f"talk failed: state {res.state}, errors {res.errors}"}
     pcm, rate = read_wav(out)

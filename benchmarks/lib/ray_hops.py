@@ -23,7 +23,7 @@ TTS_LOAD_TEXT = "That's a good question. The short answer is that it depends on 
 def actor_pids(engine) -> dict[str, int]:
     import ray
 
-    refs = {n: a.__ray_call__.remote(lambda self: os.getpid()) for n, a in engine.actors.items()}
+    refs = {n: a.__ray_call__.remote(lambda self: os.getpid()) for n, a in engine.named_handles().items()}
     return {n: ray.get(r, timeout=30) for n, r in refs.items()}
 
 
@@ -32,7 +32,7 @@ class Pinger(threading.Thread):
 
     def __init__(self, engine, names: list[str], hz: float) -> None:
         super().__init__(name="pinger", daemon=True)
-        self.probes = [(f"{n}.{lane}", lane, getattr(engine.actors[n], "ping" if lane == "control" else "ping_data"))
+        self.probes = [(f"{n}.{lane}", lane, getattr(engine.named_handles()[n], "ping" if lane == "control" else "ping_data"))
                        for n in names for lane in ("control", "data")]
         self.period = 1.0 / hz
         self.samples: list[tuple[str, str, float, float, float]] = []  # probe, lane, sent, rtt, one-way
@@ -228,7 +228,7 @@ def cpu_share_phase(engine, pids: dict[str, int], seconds: float, tmp: Path) -> 
         lab = ray_label(p)
         others[lab if lab not in others else f"{lab}[{p}]"] = p
     mic = engine.actors["mic"]
-    ray.get(mic.start_file.remote(str(wav), True))
+    ray.get(mic.start_file.remote(str(wav), engine.open_conversation(engine.voice_session, "player"), True))
     try:
         time.sleep(0.5)  # let the feed settle
         fc = ForeignCPU()

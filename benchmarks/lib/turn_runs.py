@@ -21,8 +21,7 @@ QUESTIONS = [
     "Tell me a fun fact about octopuses.",
 ]
 
-EVENT_ORDER = ("user_speech_started", "user_speech_stopped", "transcript_final", "llm_first_token",
-               "tts_first_audio", "first_reply_sample_out", "reply_done")
+from pipeline.conversation.metrics import REPORTED_EVENTS as EVENT_ORDER  # noqa: E402  (the one list)
 
 
 def speech_bounds(path: Path, threshold_db: float) -> tuple[float, float, float]:
@@ -63,9 +62,8 @@ def run_turn(engine, q: dict[str, Any], out_wav: Path, endpoint_s: float, timeou
     t_call = time.time()
     res = engine.talk(q["path"], str(out_wav), realtime=True, timeout=timeout)
     wall = time.time() - t_call
-    snap = engine.snapshot()
-    t0 = snap["globals"].get("input_started")
-    new_turns = [t for t in snap["turns"] if t0 is not None and t["events"].get("user_speech_started", 0) >= t0]
+    t0 = res.t0
+    new_turns = res.turns
     ev, info = res.events, res.info
     info = dict(info)
     chunks = res.info.get("chunks") or []

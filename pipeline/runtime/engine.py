@@ -175,6 +175,13 @@ class Engine:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
+    def named_handles(self) -> dict[str, Any]:
+        """Every stage actor by name (pool members as "stt", "stt#1", ...)."""
+        out = dict(self.actors)
+        for name, pool in self.pools.items():
+            out.update({name if i == 0 else f"{name}#{i}": h for i, h in enumerate(pool)})
+        return out
+
     def _handles(self) -> list[Any]:
         return list(self.actors.values()) + [h for pool in self.pools.values() for h in pool]
 
