@@ -3,7 +3,6 @@ the scripted LLM server, real HTTP and WebSocket clients over loopback, SIGTERM 
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 from pipeline.api.routes import route_table
 from tests.rigs.fake_llm import FakeLLM
-from tests.rigs.served import AUTH, DECOY, START_S, TOKEN, Served, alive, launch, sample_path, stop
+from tests.rigs.served import AUTH, DECOY, START_S, TOKEN, alive, launch, sample_path, serving, stop
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +53,8 @@ def test_sigterm_while_the_engine_starts_leaves_nothing_behind(tmp_path):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with FakeLLM("Hello from the scripted model.") as llm:
-        proc, stdout, stderr, lines = launch(llm, tmp_path_factory.mktemp("serve-data"))
-        try:
-            try:
-                first = lines.get(timeout=START_S)
-            except queue.Empty:
-                pytest.fail(f"no ready line within {START_S} s; stderr: {''.join(stderr)[-3000:]}")
-            yield Served(proc, json.loads(first), stdout, stderr)
-        finally:
-            stop(proc)
+    with FakeLLM("Hello from the scripted model.") as llm, serving(llm, tmp_path_factory.mktemp("serve-data")) as s:
+        yield s
 
 
 # ------------------------------------------------------------------ once it is ready

@@ -125,8 +125,6 @@ def alive(procs: dict[int, psutil.Process]) -> list[tuple[int, str]]:
     return out
 
 
-
-
 @contextmanager
 def serving(llm, data: Path, extra: list[str] = ()) -> Iterator[Served]:
     """A ready server (or a test failure saying why it is not)."""
