@@ -6,7 +6,8 @@
 The real server (real STT and TTS, the scripted OpenAI-compatible LLM with 200 ms to first
 token) and scripted companion front ends (seed 001) over loopback WebSockets. At each level N,
 N clients connect (N conversations) and each asks ``--turns`` questions one after the other,
-waiting ``--think-s`` (0.5-1.5 s, random) after each reply's audio, as a person would.
+each question after the last reply's audio has played (at the client, from its first chunk) and
+``--think-s`` (0.5-1.5 s, random) more, the first question too, as a person would.
 Measured per turn, at the client: ``user_input`` sent -> first ``audio_stream_chunk`` received.
 Per level: first-audio p50/p95, errors (system messages, timeouts), the server's memory (RSS of
 the server and every process it started, summed: Ray's actors included) with the N
@@ -80,6 +81,10 @@ def conversation(port: int, turns: int, think: tuple[float, float], rng: random.
     out["clients"].append(c)
     out["ready"].wait()
     for i in range(turns):
+        # every question, the first too, comes after a person's pause: N people do not all
+        # press enter in the same millisecond (that burst is a queue of N first clauses on
+        # the one TTS service, not a steady load)
+        time.sleep(rng.uniform(*think))
         t_sent = c.say(rng.choice(QUESTIONS))
         try:
             r = c.reply(timeout=180)
@@ -88,9 +93,11 @@ def conversation(port: int, turns: int, think: tuple[float, float], rng: random.
             continue
         if r.t_first_audio is None or r.interrupted:
             out["errors"].append(f"turn {i}: no audio (interrupted={r.interrupted})")
-        else:
-            out["first_audio_s"].append(r.t_first_audio - t_sent)
-        time.sleep(rng.uniform(*think))
+            continue
+        out["first_audio_s"].append(r.t_first_audio - t_sent)
+        # a front end plays the reply as it arrives: its person asks again only after hearing it
+        heard_at = r.t_first_audio + len(r.audio) / max(1, r.rate)
+        time.sleep(max(0.0, heard_at - time.monotonic()))
     out["system_messages"] += [m for m in c.seen if m["type"] == "system"]
 
 
