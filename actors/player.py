@@ -94,7 +94,10 @@ class DeviceSink:
     (the device vanished); audio queued meanwhile waits in the buffer.
     """
 
-    STALL_S = 0.5  # no callback for this long on a started stream: the device is gone
+    # no callback for this long on a started stream: the device is gone. Not 0.5 s: ALSA's pulse
+    # plugin pauses callbacks for 0.5-0.6 s on an underrun on a loaded 2-core machine (seen in
+    # barge_in runs, no Python thread busy), and reopening the stream then costs the reply audio
+    STALL_S = 1.5
 
     def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_block, on_error,
                  latency_s: float = 0.0) -> None:
@@ -143,10 +146,11 @@ class DeviceSink:
     def _watch(self) -> None:
         while not self._stop.wait(0.1):
             stream = self.stream
-            stalled = time.monotonic() - self._last_cb > self.STALL_S
+            gap = time.monotonic() - self._last_cb
+            stalled = gap > self.STALL_S
             if stream is not None and stream.active and not stalled:
                 continue
-            why = "stopped delivering" if stalled else "stream stopped"
+            why = f"no callback for {gap:.2f} s" if stalled else "stream stopped"
             self.on_error(f"speaker {self.device or 'default'!r} failed ({why}); reopening")
             self._close_stream()
             while not self._stop.is_set():
@@ -312,6 +316,8 @@ class PlayerStage(Stage):
         elif not self._outage:  # one report per outage, not one per retry
             self._outage = True
             self.device_errors += 1
+            self.log.warning("%s (playing %s, %d samples written)", message, self.buf.now_playing,
+                             getattr(self.sink, "samples_written", -1))
             self._events.put(("error", 0, time.time(), {"message": message}))
 
     def _event_loop(self) -> None:
