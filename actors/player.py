@@ -96,8 +96,8 @@ class DeviceSink:
 
     # no callback for this long on a started stream: the device is gone. ALSA's pulse plugin also
     # pauses callbacks for 0.5-0.6 s on underruns on a loaded 2-core machine (barge_in runs), which
-    # this takes for an outage; 1.5 s cut those reopens 18 -> 1 but was followed by a red suite run
-    # (open-speaker echo turns in test_devices_session), so it stays at 0.5 s until that is understood
+    # this takes for an outage (1.5 s cut those reopens 18 -> 1 in a quick run but not the late first
+    # sounds there); left at 0.5 s, the value every measurement so far was taken with
     STALL_S = 0.5
 
     def __init__(self, device: str, rate: int, block: int, buf: PlayoutBuffer, on_block, on_error,
