@@ -40,6 +40,13 @@ ECHO_TAIL_DECAY_DB_S = 100.0
 # the guard treats it as converging again for this long. The same after a leak seen in the
 # output (the echo's delay moved and the reference did not: EchoCanceller.leak)
 RESETTLE_S = 2.0
+# ... and the jump says how far off the stamps were: on the slow machine under load the player's
+# stream stalled (0.5 s without a callback) and its stamps moved by 5-760 ms, once 2 s. For as long,
+# the echo's level is looked for that much further either side: the mic heard the reply's words
+# while the stamps placed them elsewhere, the guard read a pause there, and the engine cut in on
+# itself (tests/integration/test_devices_session.py, open speaker). Nor does the echo path count as
+# gone then (EchoPath ``trusted``): the reference it is compared with may not be what played
+MAX_TIMING_DOUBT_S = 2.5
 # how far (16 kHz samples) the canceller's reference may be off the player's stamps before it is
 # moved: a device's stamps jitter (2 ms); a file's are exact (the WAV sink stamps its schedule),
 # and a new WAV sink per talk restarts them: with 2 ms allowed the reference kept up to 32 samples
@@ -64,6 +71,7 @@ class MicStage(Stage):
         self._ref_tolerance = 32
         self._jumps_seen = 0
         self._unsettled_until = 0.0
+        self._doubt_s, self._doubt_until = 0.0, 0.0  # how far off the stamps may be, until when
         self.aec_leaks = 0
         self._clock_tried = 0.0
         self.aec = None
@@ -95,6 +103,17 @@ class MicStage(Stage):
         if self._cursor is not None:
             self._cursor.tolerance = samples
 
+    def _timing_doubt(self, t_cap: float) -> float:
+        """How far (s) the playback's stamps may be off now: the largest reference jump of the
+        last RESETTLE_S (0 if none), which also starts a resettling of the canceller."""
+        if self._cursor.jumps != self._jumps_seen:
+            self._jumps_seen = self._cursor.jumps
+            self._unsettled_until = t_cap + RESETTLE_S
+            jump_s = abs(self._cursor.jump_sizes[-1]) / RATE if self._cursor.jump_sizes else 0.0
+            self._doubt_s = min(MAX_TIMING_DOUBT_S, max(jump_s, self._doubt_s if t_cap < self._doubt_until else 0.0))
+            self._doubt_until = t_cap + RESETTLE_S
+        return self._doubt_s if t_cap < self._doubt_until else 0.0
+
     def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, dict]:
         """(the block with the engine's own voice cancelled, the InputAudioFrame's echo fields)."""
         clock = self.playback()
@@ -105,21 +124,20 @@ class MicStage(Stage):
         self._delay_probe.append((pcm.copy(), ref.copy()))
         raw_rms = rms(pcm)
         had_echo = self.echo_path.present
-        if not self.echo_path.update(pcm, ref):
+        doubt = self._timing_doubt(t_cap)
+        if not self.echo_path.update(pcm, ref, trusted=doubt == 0.0):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
             return pcm, {}  # no echo path (headphones): nothing of the engine's voice to guard against
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
-        echo = (clock.level(t_cap - ECHO_REACH_S, t_cap + dur, ECHO_TAIL_S, ECHO_TAIL_DECAY_DB_S)
-                * 10 ** ((self.echo_path.coupling_db or 0.0) / 20))
+        end = None if self._cursor.next is None else self._cursor.next + int(doubt * RATE)  # ref's end, + doubt
+        echo = (clock.level(t_cap - ECHO_REACH_S - doubt, t_cap + dur + doubt, ECHO_TAIL_S, ECHO_TAIL_DECAY_DB_S,
+                            end_index=end) * 10 ** ((self.echo_path.coupling_db or 0.0) / 20))
         converging = True
         if self.aec is not None and not had_echo:  # an echo appeared (headphones -> speakers): cold again
             self.aec.reference_samples = 0
-        if self._cursor.jumps != self._jumps_seen:
-            self._jumps_seen = self._cursor.jumps
-            self._unsettled_until = t_cap + RESETTLE_S
         raw = pcm
         # the guard: what the echo can be at most (while the canceller converges), or what it leaves
         loudest, converged = echo * 10 ** (e.guard_db_converging / 20), echo * 10 ** (e.guard_db / 20)
@@ -238,7 +256,9 @@ class MicStage(Stage):
                 "reopened": src.get("reopened", 0), "echo_blocks": self.echo_blocks, "aec_leaks": self.aec_leaks,
                 "callback_late_ms": src.get("callback_late_ms", {}), "clock_steps": src.get("clock_steps", 0),
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
-                "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db, "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
+                "reference_jump_ms": [round(j * 1000 / RATE, 1) for j in self._cursor.jump_sizes] if self._cursor else [],
+                "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db,
+                "echo_path_releases": self.echo_path.releases, "echo_delays_ms": [round(d * 1000 / RATE, 1) for d in self.echo_path.delays], "aec": None if self.aec is None else dataclasses.asdict(self.aec.stats)}
 
 
 MicActor = stage_actor(MicStage)

@@ -27,6 +27,18 @@ from pipeline.flow.frames import (Frame, FrameError, InputAudioFrame, UserPaused
 WINDOW = 512  # samples at 16 kHz
 MAX_LATE_S = 1.0  # how far a late-confirmed speech start reaches back for its onset
 ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice may be in the mic
+# The user talking over the reply is heard in the mic before cancellation (AEC3 mutes their first
+# 96-128 ms). Measured on the slow machine under load, the engine's own voice passed that test too:
+# the playback stamps the echo's level is estimated from were off by tens of ms after stalls, and a
+# word's start reached the mic "louder than the echo can be". Two checks against it:
+# - the mic must also be within TALK_OVER_PEAK_DB of the loudest echo of the last TALK_OVER_PEAK_S (a
+#   user is heard over the reply as a whole, not only over the gap between two of its words; in a gap
+#   the canceller has no far end to mute the user with, so the cancelled mic hears them anyway);
+# - such windows can pause the reply, but speech starts only once the canceller lets a window of it
+#   through (Endpointer ``confirmed``); after TALK_OVER_MAX_S of them with none let through, it is
+#   the echo: the talk-over test rests until the mic's speech ends.
+TALK_OVER_PEAK_S, TALK_OVER_PEAK_DB = 0.5, -6.0
+TALK_OVER_MAX_S = 0.5  # the paused reply's echo and the guard's tail fade in ~0.25 s
 
 
 class VoiceDetector:
@@ -79,13 +91,18 @@ class VoiceDetector:
         self._echo_level = 0.0
         self.residual_gated = 0
         self.talk_over_windows = 0
-        # (prob, level, guard, talk-over prob): why an onset
-        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=4 * self.phases)
+        self.talk_over_spent = 0  # times the talk-over test gave up on a run (the echo, not the user)
+        self._echo_peak: deque[float] = deque(maxlen=max(1, int(TALK_OVER_PEAK_S * 1000) // hop_ms))
+        self._talk_over_run = 0  # talk-over windows in a row that the canceller did not let through
+        self._talk_over_max = self.endpointer.windows_spanning(TALK_OVER_MAX_S)
+        self._talk_over_resting = False
+        # (prob, level, guard, talk-over prob, raw level, echo level, t): why an onset or a start
+        self._recent: deque[tuple] = deque(maxlen=4 * self.phases)
 
     def stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
                 "strict_windows": self.strict_windows, "residual_gated": self.residual_gated,
-                "talk_over_windows": self.talk_over_windows}
+                "talk_over_windows": self.talk_over_windows, "talk_over_spent": self.talk_over_spent}
 
     def speech_prob(self, pcm: np.ndarray, phase: int) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
@@ -121,6 +138,7 @@ class VoiceDetector:
             self._echo.append((frame.echo_guard, frame.echo_level))
             self._echo_guard = max(g for g, _ in self._echo)
             self._echo_level = max(e for _, e in self._echo)
+            self._echo_peak.append(self._echo_level)
             block = InputAudioFrame(pcm=new, sample_rate=16000, stream_pos=self._buf_pos,
                                     capture_time=self._buf_capture, session_id=self.session_id)
             self._buf_pos += self.hop
@@ -138,12 +156,33 @@ class VoiceDetector:
                 model.reset_states()
             self._raw_warm = True
         prob = float(self.silero_raw[phase](to_float32(raw), 16000)[0][0])
-        return prob if raw_level >= self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20) else 0.0
+        floor = max(self._echo_level * 10 ** (self.cfg.echo.guard_db_converging / 20),
+                    max(self._echo_peak) * 10 ** (TALK_OVER_PEAK_DB / 20))
+        return prob if raw_level >= floor else 0.0
+
+    def _talk_over_check(self, talk_over: float, strict: float, let_through: bool) -> tuple[bool, bool]:
+        """(whether the talk-over test lifts this window to speech, whether the window may start
+        speech: see TALK_OVER_MAX_S). ``let_through``: the cancelled mic calls it speech too."""
+        if talk_over < strict:
+            if talk_over < self.cfg.vad.neg_threshold:  # the mic's speech ended
+                self._talk_over_run, self._talk_over_resting = 0, False
+            return False, True
+        if let_through or self.endpointer.in_speech:
+            self._talk_over_run = 0
+            return True, True
+        if self._talk_over_resting:
+            return False, True
+        self._talk_over_run += 1
+        if self._talk_over_run > self._talk_over_max:  # no canceller let it through: the engine's voice
+            self._talk_over_resting = True
+            self.talk_over_spent += 1
+            return False, True
+        return True, False
 
     def _window(self, block: InputAudioFrame) -> None:
         """One window: the last ``WINDOW`` samples, ``block`` (the newest hop) last."""
         t = (block.stream_pos + self.hop - WINDOW) / 16000  # where the window starts
-        strict, onset, uncertain = None, 1, False
+        strict, onset, uncertain, confirmed = None, 1, False, True
         phase = self.windows % self.phases
         self.windows += 1
         raw_level = rms(self._raw_win)
@@ -152,7 +191,7 @@ class VoiceDetector:
         # a converging canceller may add echo: count only what the mic had
         level = min(rms(self._win), raw_level)
         self._recent.append((round(prob, 3), round(level, 1), round(self._echo_guard if self._echo_windows else 0.0, 1),
-                             round(talk_over, 3)))
+                             round(talk_over, 3), round(raw_level, 1), round(self._echo_level, 1), round(t, 3)))
         if self._echo_windows > 0:  # the engine is (or was just) talking: its echo must not start a turn
             self._echo_windows -= 1
             self.strict_windows += 1
@@ -163,11 +202,14 @@ class VoiceDetector:
                 uncertain = prob >= self.cfg.vad.neg_threshold  # speech-like, but it may be the echo
                 prob = 0.0  # no louder than what the canceller leaves of the echo
                 self.residual_gated += 1
-            if talk_over >= strict:  # the user over the echo, before the canceller's double-talk suppression
+            lift, confirmed = self._talk_over_check(talk_over, strict, prob >= strict)
+            if lift:  # the user over the echo, before the canceller's double-talk suppression
                 prob, uncertain = max(prob, talk_over), False
                 onset = 1  # louder than the echo can be: no leak of the canceller's (that takes two)
                 self.talk_over_windows += 1
-        ev = self.endpointer.update(prob, t, strict, onset, uncertain)
+        else:
+            self._talk_over_run, self._talk_over_resting = 0, False
+        ev = self.endpointer.update(prob, t, strict, onset, uncertain, confirmed)
         sid = self.session_id
         if ev is not None and ev.kind == "onset":  # lets a reply pause at once ...
             self.emit(SpeechOnset(session_id=sid, audio_time=ev.audio_time, detect_lag=ev.detected_at - ev.audio_time,
@@ -183,7 +225,8 @@ class VoiceDetector:
             for f in self._lead_in(ev.audio_time):
                 self.emit(f)
             self.before.clear()
-            self.emit(SpeechStarted(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time, detect_lag=lag))
+            self.emit(SpeechStarted(session_id=sid, utterance=self.utterance, audio_time=ev.audio_time, detect_lag=lag,
+                                   windows=list(self._recent)))
         if self.endpointer.in_speech or (ev is not None and ev.kind == "stop"):
             self.emit(block)
             if ev is not None and ev.kind == "pause":

@@ -56,15 +56,19 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def tree_cpu_s(pid: int) -> float:
-    total = 0.0
+def tree_cpu_by_process(pid: int) -> dict[str, float]:
+    """CPU seconds of the server and every process it started, summed by process title
+    (Ray's actors are titled ``ray::TTSStage...``): where the cost of a turn goes."""
+    out: dict[str, float] = {}
     for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
+            cmd = p.cmdline()
+            name = (cmd[0] if cmd and cmd[0].startswith("ray::") else p.name()).split(".")[0][:40]
+            out[name] = out.get(name, 0.0) + t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return out
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -112,13 +116,15 @@ def run_level(port: int, pid: int, n: int, turns: int, think: tuple[float, float
         time.sleep(0.05)
     time.sleep(1.0)  # every conversation open, nothing asked yet
     rss_open = tree_rss_mb(pid)
-    cpu0, t0 = tree_cpu_s(pid), time.monotonic()
+    by0, t0 = tree_cpu_by_process(pid), time.monotonic()
     out["ready"].set()
     peak = rss_open
     while any(t.is_alive() for t in threads):
         peak = max(peak, tree_rss_mb(pid))
         time.sleep(0.5)
-    wall, cpu = time.monotonic() - t0, tree_cpu_s(pid) - cpu0
+    wall, by1 = time.monotonic() - t0, tree_cpu_by_process(pid)
+    by = {k: v - by0.get(k, 0.0) for k, v in by1.items()}
+    cpu = sum(by.values())
     for c in out["clients"]:
         c.close()
     fa = out["first_audio_s"]
@@ -128,6 +134,8 @@ def run_level(port: int, pid: int, n: int, turns: int, think: tuple[float, float
             "system_messages": len(out["system_messages"]), "rss_mb_open": round(rss_open, 1),
             "rss_mb_peak": round(peak, 1), "wall_s": round(wall, 1),
             "cpu_s_per_turn": round(cpu / max(1, n * turns), 3), "cpu_pct_of_one_core": round(100 * cpu / wall, 1),
+            "cpu_s_per_turn_by_process": {k: round(v / max(1, n * turns), 3) for k, v in
+                                          sorted(by.items(), key=lambda kv: -kv[1]) if v / max(1, n * turns) >= 0.01},
             "samples": [round(x, 4) for x in fa]}
 
 

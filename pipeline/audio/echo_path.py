@@ -35,6 +35,11 @@ def correlation(near: np.ndarray, far: np.ndarray, reach: int = REACH) -> float:
 
     ``far`` holds ``reach`` samples before ``near``'s first one, then as many as ``near``; a
     shorter one (the start of a stream) is padded with silence before."""
+    return correlation_and_delay(near, far, reach)[0]
+
+
+def correlation_and_delay(near: np.ndarray, far: np.ndarray, reach: int = REACH) -> tuple[float, int]:
+    """``correlation`` and the delay (samples) at its peak."""
     if len(far) < len(near) + reach:
         far = np.concatenate([np.zeros(len(near) + reach - len(far), far.dtype), far])
     near, far = near.astype(np.float64), far.astype(np.float64)
@@ -43,7 +48,8 @@ def correlation(near: np.ndarray, far: np.ndarray, reach: int = REACH) -> float:
     lags = xc[n - reach:]  # near[t] against far[t + reach - d], d = 1..reach samples of delay
     e_far = _energy(far) * len(near) / len(far)
     denom = np.sqrt(_energy(near) * e_far)
-    return float(np.max(np.abs(lags)) / denom) if denom > 0 else 0.0
+    k = int(np.argmax(np.abs(lags)))
+    return (float(abs(lags[k]) / denom) if denom > 0 else 0.0), k
 
 
 class EchoPath:
@@ -70,6 +76,10 @@ class EchoPath:
         self._hist_near: deque[np.ndarray] = deque()  # the last window's blocks, contiguous
         self._hist_far: deque[np.ndarray] = deque()  # ... and REACH samples more of the playback
         self.present = True
+        self.releases = 0  # times the path was judged gone
+        self._untrusted = False  # the window being summed has a block whose playback was in doubt
+        self._trusted: deque[bool] = deque(maxlen=windows)  # per window
+        self.delays: deque[int] = deque(maxlen=windows)  # samples: where the echo sat, per correlated window
 
     def _remember(self, near: np.ndarray, far: np.ndarray) -> None:
         self._hist_near.append(near.copy())
@@ -79,9 +89,12 @@ class EchoPath:
         while sum(len(b) for b in self._hist_far) - len(self._hist_far[0]) >= len(far) * self.window_blocks + REACH:
             self._hist_far.popleft()
 
-    def update(self, near: np.ndarray, far: np.ndarray) -> bool:
-        """Feed one block (mic, playback at the same time); True while an echo path is likely."""
+    def update(self, near: np.ndarray, far: np.ndarray, trusted: bool = True) -> bool:
+        """Feed one block (mic, playback at the same time); True while an echo path is likely.
+        ``trusted=False``: ``far`` may not be what played then (the playback's stamps just jumped):
+        a window with such a block can show the path, never its absence."""
         self._remember(near, far)
+        self._untrusted = self._untrusted or not trusted
         far_e = _energy(far)
         loud = bool(len(far)) and far_e / len(far) > self.far_floor
         self._since_loud = 0 if loud else self._since_loud + 1
@@ -97,14 +110,19 @@ class EchoPath:
         near_w = np.concatenate(self._hist_near)
         far_w = np.concatenate(self._hist_far)[-(len(near_w) + REACH):]  # (the first window: shorter)
         quiet = 10 * np.log10((self._near + 1.0) / self._far) <= self.threshold_db
-        corr = 0.0 if quiet else correlation(near_w, far_w)
+        corr, delay = (0.0, 0) if quiet else correlation_and_delay(near_w, far_w)
         self.windows.append((self._near, self._far, corr))
+        self._trusted.append(not self._untrusted)
+        if corr >= self.min_correlation:
+            self.delays.append(delay)
         self._near = self._far = 0.0
         self._blocks = 0
+        self._untrusted = False
+        last = list(zip(self.windows, self._trusted))[-self.release_windows:]
         if corr >= self.min_correlation:
             self.present = True
-        elif len(self.windows) >= self.release_windows and all(
-                c < self.min_correlation for _, _, c in list(self.windows)[-self.release_windows:]):
+        elif len(last) >= self.release_windows and all(c < self.min_correlation and ok for (_, _, c), ok in last):
+            self.releases += self.present
             self.present = False
 
     @property

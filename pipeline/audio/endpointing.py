@@ -43,6 +43,7 @@ class Endpointer:
         self._gap = 0  # non-speech windows since the starting run's last speech window
         self._run_start = 0.0
         self._onset_sent = False  # the starting run's onset (the windows asked for can change per window)
+        self._confirmed = False  # the starting run has a window that can start speech (see update)
 
     def windows_spanning(self, seconds: float) -> int:
         """How many windows in a row span at least ``seconds`` of audio (at least one)."""
@@ -53,7 +54,7 @@ class Endpointer:
         self._run = self._gap = 0
 
     def update(self, prob: float, t: float, start_threshold: float | None = None,
-               onset_windows: int = 1, uncertain: bool = False) -> SpeechEvent | None:
+               onset_windows: int = 1, uncertain: bool = False, confirmed: bool = True) -> SpeechEvent | None:
         """Feed the probability of the window starting at stream time ``t`` (one per hop).
 
         ``start_threshold`` replaces ``threshold`` for starting speech, and the
@@ -63,6 +64,9 @@ class Endpointer:
         neither adds to a starting run nor breaks it: a reply paused by an onset
         still echoes for up to 150 ms, and the user's words under that echo must
         not retract the onset (which resumed the reply, only to pause it again).
+        ``confirmed=False``: the window may carry a run and its onset but can not start speech;
+        the run starts (back-dated to its first window) only once one of its windows is
+        confirmed (under the engine's echo: one that the echo canceller let through).
         """
         end = t + self.window_s
         if not self.in_speech and uncertain:
@@ -70,10 +74,11 @@ class Endpointer:
         if not self.in_speech:
             if prob >= (self.threshold if start_threshold is None else start_threshold):
                 if self._run == 0:
-                    self._run_start, self._onset_sent = t, False
+                    self._run_start, self._onset_sent, self._confirmed = t, False, False
                 self._run += 1
                 self._gap = 0
-                if self._run >= self.min_speech_windows:
+                self._confirmed = self._confirmed or confirmed
+                if self._run >= self.min_speech_windows and self._confirmed:
                     self.in_speech, self._run = True, 0
                     return SpeechEvent("start", self._run_start, end)
                 if self._run >= onset_windows and not self._onset_sent:  # barge-in pauses the reply on

@@ -14,6 +14,8 @@ overwritten while it was read is never returned.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import time
 from multiprocessing import resource_tracker, shared_memory
 
@@ -170,7 +172,8 @@ class PlaybackClock:
             return float("-inf")
         return float(last["t"][-1] + last["n"][-1] / REF_RATE)
 
-    def level(self, t0: float, t1: float, tail_s: float = 0.0, decay_db_s: float = 0.0) -> float:
+    def level(self, t0: float, t1: float, tail_s: float = 0.0, decay_db_s: float = 0.0,
+              end_index: int | None = None) -> float:
         """Largest 20 ms RMS heard between ``t0`` and ``t1`` (int16 units); with ``tail_s``, the
         ``tail_s`` before ``t0`` count too, less ``decay_db_s`` per second of their age at ``t0``
         (a room's reverberation: what was heard then still rings).
@@ -178,9 +181,17 @@ class PlaybackClock:
         Read through ``reference``, as the echo canceller's reference is, not from the
         blocks' stamps: a block written late leaves a gap in the stamps, and the two
         mappings then disagree by the stall (which let a cold run's echo past the guard).
+        ``end_index``: the sample heard at ``t1``, where the caller knows it better (the
+        canceller's cursor): the span is read back from it. Read forward from ``t0`` - ``tail_s``,
+        a stall since then shifted the whole span by the stall (0.5 s under load), and the
+        guard read the words heard now as a pause.
         """
         start = t0 - tail_s
-        x = self.reference(start, max(0, int(round((t1 - start) * REF_RATE)))).astype(np.float32)
+        n = max(0, int(round((t1 - start) * REF_RATE)))
+        if end_index is not None:
+            x = self.read(end_index - n, n).astype(np.float32)
+        else:
+            x = self.reference(start, n).astype(np.float32)
         if not len(x):
             return 0.0
         chunk = REF_RATE // 50
@@ -211,6 +222,7 @@ class ReferenceCursor:
         self.clock, self.tolerance = clock, tolerance
         self.next: int | None = None
         self.jumps = 0
+        self.jump_sizes: deque[int] = deque(maxlen=32)  # samples the last jumps moved the cursor (diagnosis)
 
     def read(self, t0: float, n: int) -> np.ndarray:
         want = self.clock.index_at(t0)
@@ -218,7 +230,9 @@ class ReferenceCursor:
             self.next = None
             return np.zeros(n, np.int16)
         if self.next is None or abs(want - self.next) > self.tolerance:
-            self.jumps += self.next is not None
+            if self.next is not None:
+                self.jumps += 1
+                self.jump_sizes.append(want - self.next)
             self.next = want
         out = self.clock.read(self.next, n)
         self.next += n

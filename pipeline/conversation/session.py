@@ -221,6 +221,7 @@ class Session(BargeIn, Preemptive):
             turn = self.new_turn(Priority.HIGH, e.utterance)
             turn.metrics.mark(e.mark, e.t)
             turn.speech_start_audio = e.audio_time
+            turn.metrics.info["start_windows"] = e.windows  # why the VAD started it, for diagnosis
             cur = self.current()
             if cur is not None and interrupts(turn.priority, cur.priority):
                 return self._pause(cur, turn)

@@ -29,7 +29,7 @@ class SpeechOnset(Event):
 
     audio_time: float = 0.0
     detect_lag: float = 0.0
-    windows: list = field(default_factory=list)  # the VAD's last windows (prob, level, guard, talk-over)
+    windows: list = field(default_factory=list)  # the VAD's last windows (VoiceDetector._recent)
 
 
 @dataclass(kw_only=True)
@@ -48,6 +48,7 @@ class SpeechEvent(Event):
 @dataclass(kw_only=True)
 class SpeechStarted(SpeechEvent):
     detect_lag: float = 0.0
+    windows: list = field(default_factory=list)  # the VAD's last windows (VoiceDetector._recent)
     mark: ClassVar[str] = "user_speech_started"
 
 

@@ -195,6 +195,24 @@ def test_vad_hears_the_user_over_the_echo_before_the_canceller_lets_them_through
     onsets = [e for e in vad.events if isinstance(e, SpeechOnset)]
     assert onsets and t_user - 0.032 <= onsets[0].audio_time < t_user + 0.128, (t_user, onsets)
     assert vad.talk_over_windows > 0
+    # speech starts once the canceller lets the user through, back-dated to where they began
+    starts = [e for e in vad.events if isinstance(e, SpeechStarted)]
+    assert starts and t_user - 0.064 <= starts[0].audio_time < t_user + 0.128, (t_user, starts)
+
+
+def test_the_echo_under_an_underrated_guard_pauses_at_most_and_starts_nothing(speech, test_config):
+    """The echo bound 20 dB too low (the playback's stamps off, as after a stalled speaker on the
+    slow machine): the mic before cancellation is "louder than the echo can be" and Silero calls it
+    speech, so the talk-over test lifts it, enough windows in a row to start speech. The canceller
+    removed it all, though: that may pause the reply (an onset), never start a turn."""
+    echo = _reply_echo(speech, 6.0)
+    vad = RecordingVAD(test_config)
+    vad.setup()
+    for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0, block=vad.hop):
+        f.echo_level, f.echo_guard = f.echo_level * 0.1, f.echo_guard * 0.1
+        vad.push(f)
+    assert vad.talk_over_windows >= vad.det.endpointer.min_speech_windows  # enough to start, lifted alone
+    assert not [e for e in vad.events if isinstance(e, SpeechStarted)], vad.events
 
 
 def test_a_16ms_hop_hears_the_user_over_the_echo_sooner(speech, test_config):

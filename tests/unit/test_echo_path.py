@@ -16,8 +16,8 @@ def speechlike(n_blocks: int, block: int = 512) -> np.ndarray:
     return x
 
 
-def run(ep: EchoPath, near: np.ndarray, far: np.ndarray, block: int = 512) -> list[bool]:
-    return [ep.update(near[i:i + block], far[i:i + block]) for i in range(0, len(far) - block + 1, block)]
+def run(ep: EchoPath, near: np.ndarray, far: np.ndarray, block: int = 512, trusted: bool = True) -> list[bool]:
+    return [ep.update(near[i:i + block], far[i:i + block], trusted) for i in range(0, len(far) - block + 1, block)]
 
 
 def test_a_delayed_attenuated_echo_is_an_echo_path_despite_word_gaps():
@@ -41,6 +41,24 @@ def test_no_echo_is_detected_after_a_second_of_playback_and_user_speech_does_not
     user = near.copy()
     user[512 * 40:512 * 120] = speechlike(80) * 2  # the user talks over the reply, louder than it
     assert not any(run(ep, user[512 * 40:], far[512 * 40:]))
+
+
+def test_a_reference_in_doubt_shows_the_path_but_never_its_absence():
+    """While the playback's stamps are in doubt (they just jumped: a stalled speaker), the
+    reference may not be what played: a mismatch then is no evidence that the echo is gone.
+    (On the slow machine the path was judged gone mid-reply, and the engine cut in on itself.)"""
+    far = speechlike(200)
+    delay = 16 * 50
+    near = np.zeros_like(far)
+    near[delay:] = (far[:-delay] * 0.5).astype(np.int16)
+    wrong = np.roll(far, 512 * 7)  # the reference 0.2 s off what played
+    ep = EchoPath()
+    assert all(run(ep, near, wrong, trusted=False)) and ep.releases == 0
+    assert not all(run(ep, near, wrong)) and ep.releases == 1  # trusted, the same blocks say "gone"
+    ep = EchoPath()
+    ep.present = False  # headphones, then the echo appears while the stamps are in doubt: seen
+    assert run(ep, near[:512 * 40], far[:512 * 40], trusted=False)[-1]
+    assert ep.delays and abs(ep.delays[-1] - delay) <= 1  # and where it sits
 
 
 def test_an_echo_that_appears_mid_session_is_seen_within_a_window():

@@ -198,6 +198,25 @@ def test_windows_that_may_be_echo_neither_start_nor_retract_speech():
     assert ev.kind == "start" and ev.audio_time == pytest.approx(10 * W)
 
 
+def test_unconfirmed_windows_carry_an_onset_but_start_only_once_confirmed():
+    """Under the engine's echo, windows that only the mic before cancellation calls speech (the
+    user talking over the reply, or an echo the guard underrated) may pause the reply, but speech
+    starts only once the canceller lets a window of it through: then back-dated to the run."""
+    ep = make()
+    ev = ep.update(SPEECH, 0, confirmed=False)
+    assert ev.kind == "onset"
+    assert [ep.update(SPEECH, i * W, confirmed=False) for i in range(1, 12)] == [None] * 11  # no start
+    ev = ep.update(SPEECH, 12 * W, confirmed=True)
+    assert ev.kind == "start" and ev.audio_time == pytest.approx(0.0)
+    # never confirmed: the run ends as a rejected onset, and no speech started
+    ep = make()
+    events = feed(ep, [SILENCE] * 2, onsets=True)
+    kinds = [ep.update(SPEECH, (2 + i) * W, confirmed=False) for i in range(8)]
+    kinds += [ep.update(SILENCE, (10 + i) * W) for i in range(6)]
+    assert [e.kind for e in kinds if e is not None] == ["onset", "reject"] and not events
+    assert not ep.in_speech
+
+
 def test_onset_once_per_run_when_the_windows_it_needs_change_mid_run():
     # under echo an onset needs two windows, one the VAD has checked against the echo's energy
     # (the user talking over it) only one: a run whose second window is such comes at once

@@ -52,6 +52,19 @@ def test_level_counts_older_playback_less_by_its_age(clock):
     assert clock.level(t0, t0 + 0.02, tail_s=0.2, decay_db_s=100.0) == 10.0  # out of reach
 
 
+def test_level_read_back_from_a_known_sample_is_not_shifted_by_a_stall(clock):
+    """A loud word, the speaker stalls 0.5 s (no blocks), then a quiet one and a loud one. At the
+    loud word after the stall, a span read forward from before the stall maps it 0.5 s late and
+    finds the quiet word; read back from the sample heard now (the canceller's cursor) it finds
+    the loud one."""
+    write_blocks(clock, 100.0, [(1, 0, 1000)] * 5)  # 100.00-100.10
+    write_blocks(clock, 100.6, [(1, 0, 10)] * 10 + [(1, 0, 2000)] * 5)  # 100.60-100.80 quiet, then loud
+    t = 100.82  # the loud word after the stall; its sample index:
+    now = clock.index_at(t)
+    assert clock.level(t - 0.15, t + 0.02, tail_s=0.6, decay_db_s=100.0) < 2000 * 10 ** (-10 / 20)
+    assert clock.level(t - 0.15, t + 0.02, tail_s=0.6, decay_db_s=100.0, end_index=now + 320) == 2000.0
+
+
 def _reader(name, q):
     c = PlaybackClock.attach(name)
     q.put(None if c is None else (c.position(100.03), int(c.reference(100.0, 640).sum())))
