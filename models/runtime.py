@@ -47,22 +47,31 @@ class InferenceThread:
 
 
 class AbortableSession:
-    """An onnxruntime session whose running ``run()`` another thread can stop.
+    """An onnxruntime session whose running ``run()`` calls another thread can stop.
 
     The caller labels the work with ``tag`` (e.g. a response id) before running
-    it; ``abort_if(dead)`` sets ``RunOptions.terminate`` on the call in flight if
-    ``dead(its tag)``, which then raises within milliseconds: an interrupted
-    reply's synthesis frees the CPU at once instead of finishing a clause nobody
-    will hear. Checking the tag under the lock means a later, live call is
-    never hit by an abort meant for an earlier one.
+    it, on the thread that runs it (the tag is per thread: two synthesis lanes
+    share one session); ``abort_if(dead)`` sets ``RunOptions.terminate`` on each
+    call in flight whose tag is dead, which then raises within milliseconds: an
+    interrupted reply's synthesis frees the CPU at once instead of finishing a
+    clause nobody will hear. Checking the tags under the lock means a later,
+    live call is never hit by an abort meant for an earlier one.
     """
 
     def __init__(self, session) -> None:
         self._session = session
-        self.tag: Any = None
-        self._running: tuple[Any, Any] | None = None  # (RunOptions, tag) of the call in flight
+        self._local = threading.local()
+        self._running: dict[int, tuple[Any, Any]] = {}  # thread -> (RunOptions, tag) of its call in flight
         self._lock = threading.Lock()
         self.aborted = 0
+
+    @property
+    def tag(self) -> Any:
+        return getattr(self._local, "tag", None)
+
+    @tag.setter
+    def tag(self, value: Any) -> None:
+        self._local.tag = value
 
     def __getattr__(self, name: str):
         return getattr(self._session, name)
@@ -71,18 +80,21 @@ class AbortableSession:
         import onnxruntime as ort
 
         opts = run_options or ort.RunOptions()
+        me = threading.get_ident()
         with self._lock:
-            self._running = (opts, self.tag)
+            self._running[me] = (opts, self.tag)
         try:
             return self._session.run(output_names, input_feed, opts)
         finally:
             with self._lock:
-                self._running = None
+                self._running.pop(me, None)
 
     def abort_if(self, dead: Callable[[Any], bool]) -> bool:
+        hit = False
         with self._lock:
-            if self._running is None or not dead(self._running[1]):
-                return False
-            self._running[0].terminate = True
-            self.aborted += 1
-            return True
+            for opts, tag in self._running.values():
+                if dead(tag) and not opts.terminate:
+                    opts.terminate = True
+                    self.aborted += 1
+                    hit = True
+        return hit

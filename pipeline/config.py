@@ -140,6 +140,9 @@ class TTSConfig:
     # was heard as "the capital over, when's his Paris"): off by default
     first_chunk_max_words: int = 0
     pool_size: int = 1  # TTS model services shared by the conversations (each pinned to one)
+    # a second synthesis lane on the same model, for replies' first chunks only: a conversation's
+    # first clause runs beside another's long later one instead of waiting for it (actors/tts.py)
+    first_chunk_lane: bool = True
 
 
 @dataclass

@@ -134,9 +134,9 @@ def test_a_synthesis_in_flight_can_be_aborted(test_config):
     # deadlines sized for a CPU 3x slower than the 2-core dev machine (model running after ~0.03 s
     # there, the aborted run returning within ~1 ms)
     deadline = time.monotonic() + 30
-    while tts.sess._running is None and th.is_alive() and time.monotonic() < deadline:
+    while not tts.sess._running and th.is_alive() and time.monotonic() < deadline:
         th.join(0.005)
-    assert tts.sess._running is not None, f"the synthesis never started running: {result}"
+    assert tts.sess._running, f"the synthesis never started running: {result}"
     aborted = tts.sess.aborted
     assert not tts.sess.abort_if(lambda tag: tag == 8)  # another response's abort leaves it alone
     assert tts.sess.aborted == aborted
@@ -151,6 +151,38 @@ def test_a_synthesis_in_flight_can_be_aborted(test_config):
     # the session stays usable
     audio, _ = tts.create("Still here.", voice=test_config.tts.voice, lang=test_config.tts.lang)
     assert len(audio) > 0 and tts.sess.aborted == aborted + 1
+
+
+def test_two_lanes_on_one_model_are_aborted_one_at_a_time(test_config):
+    """The TTS service's two lanes share one session: an abort stops the dead reply's run only."""
+    import threading
+
+    from models.registry import load_kokoro
+
+    tts = load_kokoro(test_config)
+    text = "This sentence is long enough that both runs are still going when one of them is stopped."
+    result: dict = {}
+
+    def speak(tag):
+        tts.sess.tag = tag  # per thread
+        try:
+            result[tag] = tts.create(text, voice=test_config.tts.voice, lang=test_config.tts.lang)
+        except Exception as e:
+            result[tag] = e
+
+    threads = [threading.Thread(target=speak, args=(tag,), daemon=True) for tag in (7, 8)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 30
+    while len(tts.sess._running) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert sorted(tag for _, tag in tts.sess._running.values()) == [7, 8]
+    assert tts.sess.abort_if(lambda tag: tag == 7)
+    for th in threads:
+        th.join(60)
+    assert isinstance(result[7], OrtFail) and "terminate flag" in str(result[7]), repr(result[7])
+    audio, _ = result[8]
+    assert len(audio) > 0  # the other lane's run went on to its end
 
 
 def _echo_frames(echo: np.ndarray, user: np.ndarray, suppressed_s: float, block: int) -> list[InputAudioFrame]:

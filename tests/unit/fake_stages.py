@@ -105,19 +105,43 @@ FailingActor = stage_actor(FailingStage)
 
 # ---------------------------------------------------------------- fake models for whole conversations
 class _FakeSession:
-    """Stands in for Kokoro's abortable ONNX session."""
+    """Stands in for Kokoro's abortable ONNX session (models.runtime.AbortableSession): a tag
+    per thread, and each call in flight stopped on its own."""
 
     def __init__(self) -> None:
-        self.tag = None
+        self._local = threading.local()
+        self._running: dict[int, tuple[object, threading.Event]] = {}
+        self._lock = threading.Lock()
         self.aborted = 0
-        self._abort = threading.Event()
+
+    @property
+    def tag(self):
+        return getattr(self._local, "tag", None)
+
+    @tag.setter
+    def tag(self, value) -> None:
+        self._local.tag = value
+
+    def run_for(self, seconds: float) -> bool:
+        """Take ``seconds`` as a model run would; False if it was aborted."""
+        me, stop = threading.get_ident(), threading.Event()
+        with self._lock:
+            self._running[me] = (self.tag, stop)
+        try:
+            return not stop.wait(seconds)
+        finally:
+            with self._lock:
+                self._running.pop(me, None)
 
     def abort_if(self, dead) -> bool:
-        if self.tag is not None and dead(self.tag):
-            self.aborted += 1
-            self._abort.set()
-            return True
-        return False
+        hit = False
+        with self._lock:
+            for tag, stop in self._running.values():
+                if tag is not None and dead(tag) and not stop.is_set():
+                    self.aborted += 1
+                    stop.set()
+                    hit = True
+        return hit
 
 
 class _FakeKokoro:
@@ -135,8 +159,7 @@ class _FakeKokoro:
         import numpy as np
 
         n = int(24000 * self.SECONDS_PER_CHAR * len(text))
-        self.sess._abort.clear()
-        if self.sess._abort.wait(0.2 * n / 24000):
+        if not self.sess.run_for(0.2 * n / 24000):
             raise RuntimeError("aborted")
         return (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / 24000)).astype(np.float32), 24000
 

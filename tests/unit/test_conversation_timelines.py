@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from pipeline.config import CONFIG_DIR
 from pipeline.flow import bus_events as be
 from pipeline.flow.routes import ConversationSpec
 from tests.rigs.fake_llm import FakeLLM
@@ -18,6 +19,9 @@ from tests.unit.helpers import wait_until
 
 STORY = ("Once upon a time, a fox lived by a river. She watched the fish every day. One morning the river "
          "was gone. She followed the road until she found it again.")
+# a short first sentence, then one long one: 1.7 s of the fake model's work in one chunk
+LONG = ("Yes. Here is a very long sentence without a single pause in it that goes on about the river and "
+        "the fox and the road and the fish and the owls in the forest until it ends at last.")
 WAIT_S = 60.0
 
 
@@ -79,7 +83,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def llm():
     with FakeLLM(STORY, ttft=0.1, tokens_per_s=20.0, replies={"hello": "Hi there, friend.",
-                                                              "weather": "Sunny all day."}) as f:
+                                                              "weather": "Sunny all day.", "long": LONG}) as f:
         yield f
 
 
@@ -167,3 +171,31 @@ def test_two_conversations_share_the_stages_and_closing_one_drops_its_work(rig, 
     assert stats["queued_chunks"] == 0 and stats["conversations"] == open_before - 1  # its queued work is gone
     rig.type(b, "Hello again!")
     rig.wait(lambda: len(rig.of(b, be.ReplyFinished)) == 2)
+
+
+def _first_clause_beside_a_long_chunk(rig) -> tuple[float, float]:
+    """Conversation a's long second chunk is being synthesized when b asks: (when b's first
+    audio came, when a's long chunk came), as bus times."""
+    a, b = rig.open(), rig.open()
+    rig.type(a, "Say something long.")
+    rig.wait(lambda: "".join(e.text for e in rig.of(a, be.ReplyDelta)) == LONG and rig.of(a, be.ReplyAudio))
+    time.sleep(0.2)  # its long chunk is with the TTS now (1.7 s of work)
+    rig.type(b, "Hello!")
+    rig.wait(lambda: rig.of(b, be.ReplyAudio) and len(rig.of(a, be.ReplyAudio)) == 2)
+    return rig.of(b, be.ReplyAudio)[0].t, rig.of(a, be.ReplyAudio)[1].t
+
+
+def test_a_first_clause_runs_beside_another_conversations_long_chunk(rig, ray_cluster, test_config, llm):
+    """With the first-chunk lane, b's first clause is spoken while a's long sentence is still
+    being made; with one lane it waits for it."""
+    b_first, a_long = _first_clause_beside_a_long_chunk(rig)
+    assert b_first < a_long - 0.5, (b_first, a_long)
+    assert rig.ray.get(rig.tts.stats.remote())["first_lane_chunks"] >= 1
+    from pipeline.config import load_config
+
+    one_lane = Rig(ray_cluster, load_config(CONFIG_DIR / "test.toml", ["tts.first_chunk_lane=false"]), llm)
+    try:
+        b_first, a_long = _first_clause_beside_a_long_chunk(one_lane)
+        assert b_first >= a_long, (b_first, a_long)
+    finally:
+        one_lane.kill()
