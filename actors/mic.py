@@ -47,6 +47,7 @@ RESETTLE_S = 2.0
 # itself (tests/integration/test_devices_session.py, open speaker). Nor does the echo path count as
 # gone then (EchoPath ``trusted``): the reference it is compared with may not be what played
 MAX_TIMING_DOUBT_S = 2.5
+MIN_TIMING_DOUBT_S = 0.02  # smaller jumps are the two clocks' drift (2 ms steps seen): no doubt
 # how far (16 kHz samples) the canceller's reference may be off the player's stamps before it is
 # moved: a device's stamps jitter (2 ms); a file's are exact (the WAV sink stamps its schedule),
 # and a new WAV sink per talk restarts them: with 2 ms allowed the reference kept up to 32 samples
@@ -105,13 +106,15 @@ class MicStage(Stage):
 
     def _timing_doubt(self, t_cap: float) -> float:
         """How far (s) the playback's stamps may be off now: the largest reference jump of the
-        last RESETTLE_S (0 if none), which also starts a resettling of the canceller."""
+        last RESETTLE_S of at least MIN_TIMING_DOUBT_S (else 0). Any jump also starts a
+        resettling of the canceller."""
         if self._cursor.jumps != self._jumps_seen:
             self._jumps_seen = self._cursor.jumps
             self._unsettled_until = t_cap + RESETTLE_S
             jump_s = abs(self._cursor.jump_sizes[-1]) / RATE if self._cursor.jump_sizes else 0.0
-            self._doubt_s = min(MAX_TIMING_DOUBT_S, max(jump_s, self._doubt_s if t_cap < self._doubt_until else 0.0))
-            self._doubt_until = t_cap + RESETTLE_S
+            if jump_s >= MIN_TIMING_DOUBT_S:
+                self._doubt_s = min(MAX_TIMING_DOUBT_S, max(jump_s, self._doubt_s if t_cap < self._doubt_until else 0.0))
+                self._doubt_until = t_cap + RESETTLE_S
         return self._doubt_s if t_cap < self._doubt_until else 0.0
 
     def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, dict]:
@@ -156,7 +159,8 @@ class MicStage(Stage):
         guard = loudest if converging else converged
         # the block before cancellation too: a converging canceller may add echo, so the VAD counts
         # the quieter of the two; and the user talking over the echo is heard sooner in it
-        return pcm, {"echo_guard": guard, "echo_level": echo, "raw_pcm": raw if self.aec is not None else None}
+        return pcm, {"echo_guard": guard, "echo_level": echo, "echo_measured": self.echo_path.coupling_db is not None,
+                     "raw_pcm": raw if self.aec is not None else None}
 
     def process(self, frame: Frame) -> None:
         raise FrameError("mic is a source; it takes no frames")

@@ -12,11 +12,11 @@ text range it speaks, so the output can tell which words were actually heard.
 Two lanes share the one model (``tts.first_chunk_lane``): the main lane takes any
 work, the second only replies' first chunks, so a first clause never waits behind
 another conversation's long later one; it runs beside it instead. Measured on the
-2-core machine (Kokoro, 2 threads, RTF 0.61 alone): "Sure," arriving 0.3 s into a 5.5 s
-sentence was ready 1.09 s later (2.8 s later behind it), the sentence 0.65 s later
-than alone; two at once made 0.535 s per second of audio against 0.59 in a row. A
-reply has one chunk in flight at a time, so its audio stays in order, and one
-conversation alone runs as with one lane.
+2-core machine (benchmarks/tts_lanes.py; Kokoro, 2 threads, RTF 0.53 alone): "Sure,"
+arriving 0.3 s into a 5.5 s sentence was ready 1.17 s later (3.10 s later behind it),
+the sentence 0.79 s later than alone; two at once took 0.467 s per second of audio
+against 0.50 in a row. A reply has one chunk in flight at a time, so its audio stays
+in order, and one conversation alone runs as with one lane.
 """
 from __future__ import annotations
 

@@ -138,7 +138,9 @@ class VoiceDetector:
             self._echo.append((frame.echo_guard, frame.echo_level))
             self._echo_guard = max(g for g, _ in self._echo)
             self._echo_level = max(e for _, e in self._echo)
-            self._echo_peak.append(self._echo_level)
+            # (an echo level assumed at 0 dB coupling, before any was measured, is no measure of the
+            # user: the first barge-in of a headphones session took 1.1 s against it)
+            self._echo_peak.append(self._echo_level if frame.echo_measured else 0.0)
             block = InputAudioFrame(pcm=new, sample_rate=16000, stream_pos=self._buf_pos,
                                     capture_time=self._buf_capture, session_id=self.session_id)
             self._buf_pos += self.hop

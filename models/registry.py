@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from models.runtime import AbortableSession
+from models.runtime import AbortableSession, one_at_a_time
 from pipeline.config import Config, tts_spins
 
 # Belt and braces: libraries that could reach for a hub are told not to.
@@ -125,6 +125,9 @@ def load_kokoro(cfg: Config):
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
     tts = Kokoro.from_session(AbortableSession(session), str(voices))  # tts.sess.abort_if() stops a synthesis
+    # the TTS service's two lanes synthesize at once on this model: onnxruntime's run() is
+    # thread-safe, espeak-ng's phonemizer (a C library with global state) is not
+    tts.tokenizer.phonemize = one_at_a_time(tts.tokenizer.phonemize)
     if cfg.tts.voice not in tts.get_voices():
         raise ModelNotFound(f"tts.voice={cfg.tts.voice!r} is not in {voices.name}; available: {tts.get_voices()}")
     return tts

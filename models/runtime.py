@@ -46,6 +46,17 @@ class InferenceThread:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def one_at_a_time(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` behind a lock: for code that is not thread-safe, called from several threads."""
+    lock = threading.Lock()
+
+    def locked(*args: Any, **kwargs: Any) -> T:
+        with lock:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
 class AbortableSession:
     """An onnxruntime session whose running ``run()`` calls another thread can stop.
 

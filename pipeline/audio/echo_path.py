@@ -92,7 +92,7 @@ class EchoPath:
     def update(self, near: np.ndarray, far: np.ndarray, trusted: bool = True) -> bool:
         """Feed one block (mic, playback at the same time); True while an echo path is likely.
         ``trusted=False``: ``far`` may not be what played then (the playback's stamps just jumped):
-        a window with such a block can show the path, never its absence."""
+        a window with such a block can show the path, never its absence (once it was seen)."""
         self._remember(near, far)
         self._untrusted = self._untrusted or not trusted
         far_e = _energy(far)
@@ -121,7 +121,9 @@ class EchoPath:
         last = list(zip(self.windows, self._trusted))[-self.release_windows:]
         if corr >= self.min_correlation:
             self.present = True
-        elif len(last) >= self.release_windows and all(c < self.min_correlation and ok for (_, _, c), ok in last):
+        elif len(last) >= self.release_windows and all(
+                c < self.min_correlation and (ok or not self.delays) for (_, _, c), ok in last):
+            # (a path only assumed, never seen, goes on the usual evidence: headphones from the start)
             self.releases += self.present
             self.present = False
 

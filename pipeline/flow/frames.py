@@ -75,6 +75,9 @@ class InputAudioFrame(AudioFrame):
     # while the engine's voice may be in the mic: that voice's level as it reaches the mic (RMS,
     # an upper bound: the loudest playback of the echo's reach times the measured coupling)
     echo_level: float = 0.0
+    # the echo's coupling (mic vs playback) was measured, not assumed (0 dB until the first
+    # correlated window): only then is ``echo_level`` a level the user can be compared with
+    echo_measured: bool = False
     # this audio before echo cancellation (None: not cancelled). A canceller still converging
     # can *add* a misestimated echo (measured: residual 4x the echo it was given), so the guard
     # compares the quieter of the two: what it can not have added. And AEC3 mutes the first

@@ -53,8 +53,12 @@ def test_a_reference_in_doubt_shows_the_path_but_never_its_absence():
     near[delay:] = (far[:-delay] * 0.5).astype(np.int16)
     wrong = np.roll(far, 512 * 7)  # the reference 0.2 s off what played
     ep = EchoPath()
+    assert all(run(ep, near[:512 * 40], far[:512 * 40]))  # seen
     assert all(run(ep, near, wrong, trusted=False)) and ep.releases == 0
     assert not all(run(ep, near, wrong)) and ep.releases == 1  # trusted, the same blocks say "gone"
+    # a path only assumed (never seen) goes on the usual evidence: headphones from the start
+    ep = EchoPath()
+    assert not all(run(ep, near, wrong, trusted=False)) and ep.releases == 1
     ep = EchoPath()
     ep.present = False  # headphones, then the echo appears while the stamps are in doubt: seen
     assert run(ep, near[:512 * 40], far[:512 * 40], trusted=False)[-1]
