@@ -94,6 +94,8 @@ def run_trial(va: VirtualAudio, engine: Engine, watch: ConversationWatch, questi
     if onset is None:
         out["error"] = "barge-in clip never played (no reply heard?)"
         return out
+    if 1 in res.placed_by_offset:  # not found over the echo: placed by the question's offset
+        out["onset_placed_by_offset"] = True
     silent = res.speaker_silent_after(onset, hold_ms=150.0)
     out["onset_s"] = round(onset / rate, 4)
     out["stop_s"] = None if silent is None else round((silent - onset) / rate, 4)

@@ -61,6 +61,7 @@ class ProbeResult:
     reported_input_latency_ms: float  # median currentTime - inputBufferAdcTime
     stream_latency_ms: tuple[float, float]  # PortAudio's (input, output) stream.latency
     status: list[tuple[int, str]] = field(default_factory=list)  # (sample, flags) of xruns
+    placed_by_offset: list[int] = field(default_factory=list)  # clips not found, placed by another's offset
 
     def clip_rtt_ms(self, i: int) -> float | None:
         """Output write -> arrival in the recording for clip i: the duplex stream's offset
@@ -244,6 +245,16 @@ class Probe:
                           status=[tuple(s) for s in meta["status"]])
         played = res.speaker if self.play_into == SPEAKER else res.mic
         res.clip_onsets = [res.clip_onsets_in(i, played) for i in range(len(starts))]
+        # a clip played over the engine's loud echo can fail find_clip's correlation test (the
+        # user cutting in on an open-speaker reply: a correct barge-in whose clip was "never
+        # played"). The output -> recording offset is constant within a stream (clip_rtt_ms):
+        # such a clip is placed by another clip's offset, and said to be
+        offsets = [o - w for o, w in zip(res.clip_onsets, starts) if o is not None and w is not None]
+        if offsets:
+            for i, (o, w) in enumerate(zip(res.clip_onsets, starts)):
+                if o is None and w is not None:
+                    res.clip_onsets[i] = w + offsets[0]
+                    res.placed_by_offset.append(i)
         return res
 
     def close(self) -> None:
