@@ -35,6 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from benchmarks.lib.procfs import ray_label  # noqa: E402
 from tests.rigs.companion import Companion  # noqa: E402
 from tests.rigs.fake_llm import FakeLLM  # noqa: E402
 from tests.rigs.served import serving  # noqa: E402
@@ -63,8 +64,7 @@ def tree_cpu_by_process(pid: int) -> dict[str, float]:
     for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         try:
             t = p.cpu_times()
-            cmd = p.cmdline()
-            name = (cmd[0] if cmd and cmd[0].startswith("ray::") else p.name()).split(".")[0][:40]
+            name = ray_label(p.pid).split(".")[0]  # "ray::TTSStage.process" while it runs a task
             out[name] = out.get(name, 0.0) + t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
