@@ -291,7 +291,7 @@ class AvatarStage(Stage):
             proc = getattr(self.proc, "_proc", None)
             return {"running": self.running, "error": self.error, "model": str(self.model_path or ""),
                     "window_pid": proc.pid if proc is not None else None,
-                    "clock": self.clock_name, "info": self.info,
+                    "clock": self.clock_name, "clock_attached": self._clock is not None, "info": self.info,
                     "expression_map": {"expressions": dict(self.expression_map.expressions),
                                        "motions": {k: list(v) for k, v in self.expression_map.motions.items()}},
                     "taps": list(self.taps), "cues": list(self.cues_applied), "frames": len(self._track)}

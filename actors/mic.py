@@ -48,12 +48,25 @@ RESETTLE_S = 2.0
 # gone then (EchoPath ``trusted``): the reference it is compared with may not be what played
 MAX_TIMING_DOUBT_S = 2.5
 MIN_TIMING_DOUBT_S = 0.02  # smaller jumps are the two clocks' drift (2 ms steps seen): no doubt
+# ... and while the output's stream stalls the clock gets no blocks at all: what plays meanwhile and
+# once it resumes is not where any stamp says (measured there: 5 reopens in two replies, the speaker
+# stuttering in 40 ms bursts its stamps had placed in a pause, and the engine paused on its own voice).
+# A clock whose last block ends this far before the mic's audio is stale: as far off as its age
+STALE_CLOCK_S = 0.1
 # how far (16 kHz samples) the canceller's reference may be off the player's stamps before it is
 # moved: a device's stamps jitter (2 ms); a file's are exact (the WAV sink stamps its schedule),
 # and a new WAV sink per talk restarts them: with 2 ms allowed the reference kept up to 32 samples
 # of the last talk's offset, the canceller re-found that shift unguarded and leaked (onset pauses
 # early in a reply). 1, not 0: the mic's and the sink's times are not on one grid (rounding).
 # Each source says its own (AudioSource.ref_tolerance: 2 ms for a device, 1 sample for a file)
+# AEC3 may call itself converged while it still lets the echo through (measured on the slow machine
+# under load, 14 reopens of the speaker in five replies: 2 s after a jump its output was the echo
+# at -8 dB, and the guard, dropping at once from the converging +3 dB to the converged -10 dB,
+# let four windows of it pause the reply). So after losing the echo the canceller must show it
+# took the echo out before its guard is the converged one: SETTLED_EVIDENCE_S of echo blocks at
+# least SETTLED_ERLE_DB under the mic; a block less than LOST_ERLE_DB under starts the count again
+SETTLED_EVIDENCE_S, SETTLED_ERLE_DB, LOST_ERLE_DB = 0.2, 15.0, 10.0
+SETTLED_MIN_RMS = 50.0  # quieter blocks are the room's noise more than the echo: no evidence
 START_WAIT_S = 3.0  # how long start_device waits for the stream's first audio
 
 
@@ -72,8 +85,10 @@ class MicStage(Stage):
         self._ref_tolerance = 32
         self._jumps_seen = 0
         self._unsettled_until = 0.0
+        self._settled_s = 0.0  # seconds of echo the canceller has shown it takes out (SETTLED_EVIDENCE_S)
         self._doubt_s, self._doubt_until = 0.0, 0.0  # how far off the stamps may be, until when
         self.aec_leaks = 0
+        self.stale_blocks = 0  # mic blocks heard while the playback clock was stale (an output stall)
         self._clock_tried = 0.0
         self.aec = None
         self.new_echo_path()
@@ -104,18 +119,45 @@ class MicStage(Stage):
         if self._cursor is not None:
             self._cursor.tolerance = samples
 
-    def _timing_doubt(self, t_cap: float) -> float:
+    def _timing_doubt(self, clock: PlaybackClock, t_cap: float) -> float:
         """How far (s) the playback's stamps may be off now: the largest reference jump of the
-        last RESETTLE_S of at least MIN_TIMING_DOUBT_S (else 0). Any jump also starts a
-        resettling of the canceller."""
+        last RESETTLE_S of at least MIN_TIMING_DOUBT_S, or the clock's age while it is stale
+        (else 0). Any jump also starts a resettling of the canceller."""
         if self._cursor.jumps != self._jumps_seen:
             self._jumps_seen = self._cursor.jumps
-            self._unsettled_until = t_cap + RESETTLE_S
+            self._unsettle(t_cap)
             jump_s = abs(self._cursor.jump_sizes[-1]) / RATE if self._cursor.jump_sizes else 0.0
-            if jump_s >= MIN_TIMING_DOUBT_S:
-                self._doubt_s = min(MAX_TIMING_DOUBT_S, max(jump_s, self._doubt_s if t_cap < self._doubt_until else 0.0))
-                self._doubt_until = t_cap + RESETTLE_S
+            self._doubt(jump_s, t_cap)
+        # (a closed output is no stall; nor one stalled for longer than any doubt: its echo is gone)
+        stale_s = t_cap - clock.written_until()
+        if clock.output_open and STALE_CLOCK_S <= stale_s <= MAX_TIMING_DOUBT_S:
+            self.stale_blocks += 1
+            self._doubt(stale_s, t_cap)
+            self._unsettle(t_cap)  # the canceller's reference is silence meanwhile
         return self._doubt_s if t_cap < self._doubt_until else 0.0
+
+    def _unsettle(self, t_cap: float) -> None:
+        """The canceller is to re-find the echo: its guard is the converging one for RESETTLE_S, and
+        until it shows it takes the echo out again."""
+        self._unsettled_until = t_cap + RESETTLE_S
+        self._settled_s = 0.0
+
+    def _settled(self, raw_rms: float, out_rms: float, echo: float, loudest: float, dur: float) -> bool:
+        """Whether the canceller has shown it takes the echo out since it last lost it."""
+        if self.aec.stats.converging:
+            self._settled_s = 0.0
+        elif self._settled_s < SETTLED_EVIDENCE_S and echo > 0 and max(SETTLED_MIN_RMS, 0.1 * echo) <= raw_rms <= loudest:
+            # (a mic louder than the echo can be is the user: no evidence either way)
+            if out_rms <= raw_rms * 10 ** (-SETTLED_ERLE_DB / 20):
+                self._settled_s += dur
+            elif out_rms > raw_rms * 10 ** (-LOST_ERLE_DB / 20):
+                self._settled_s = 0.0
+        return self._settled_s >= SETTLED_EVIDENCE_S and not self.aec.stats.converging
+
+    def _doubt(self, off_s: float, t_cap: float) -> None:
+        if off_s >= MIN_TIMING_DOUBT_S:
+            self._doubt_s = min(MAX_TIMING_DOUBT_S, max(off_s, self._doubt_s if t_cap < self._doubt_until else 0.0))
+            self._doubt_until = t_cap + RESETTLE_S
 
     def _echo_path(self, pcm: np.ndarray, t_cap: float) -> tuple[np.ndarray, dict]:
         """(the block with the engine's own voice cancelled, the InputAudioFrame's echo fields)."""
@@ -127,7 +169,7 @@ class MicStage(Stage):
         self._delay_probe.append((pcm.copy(), ref.copy()))
         raw_rms = rms(pcm)
         had_echo = self.echo_path.present
-        doubt = self._timing_doubt(t_cap)
+        doubt = self._timing_doubt(clock, t_cap)
         if not self.echo_path.update(pcm, ref, trusted=doubt == 0.0):
             if self.aec is not None:
                 self.aec.process(pcm, ref)  # keeps its state current; its output would cost the user's voice
@@ -135,7 +177,9 @@ class MicStage(Stage):
         # the engine's voice as it reaches the mic, before cancellation: the loudest playback of the
         # last 150 ms (the echo of a word arrives after the word; a gap now may carry its tail)
         dur = len(pcm) / RATE
-        end = None if self._cursor.next is None else self._cursor.next + int(doubt * RATE)  # ref's end, + doubt
+        # (no further than what was written: a stalled output's clock has nothing past that, and what
+        # its speaker still plays is the newest audio written, late)
+        end = None if self._cursor.next is None else min(self._cursor.next + int(doubt * RATE), clock.samples_written)
         echo = (clock.level(t_cap - ECHO_REACH_S - doubt, t_cap + dur + doubt, ECHO_TAIL_S, ECHO_TAIL_DECAY_DB_S,
                             end_index=end) * 10 ** ((self.echo_path.coupling_db or 0.0) / 20))
         converging = True
@@ -146,7 +190,8 @@ class MicStage(Stage):
         loudest, converged = echo * 10 ** (e.guard_db_converging / 20), echo * 10 ** (e.guard_db / 20)
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
-            converging = self.aec.stats.converging or t_cap < self._unsettled_until
+            settled = self._settled(raw_rms, rms(pcm), echo, loudest, dur)
+            converging = not settled or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
             if (not converging and echo > 0 and raw_rms <= loudest
                     and rms(pcm) >= converged and self.aec.leak() >= LEAK_CORRELATION):
@@ -154,13 +199,13 @@ class MicStage(Stage):
                 # the engine's voice: the canceller lost the echo (its delay moved, the reference
                 # did not). Guard as after a jump. (A louder mic is the user talking over: no need)
                 self.aec_leaks += 1
-                self._unsettled_until = t_cap + RESETTLE_S
+                self._unsettle(t_cap)
                 converging = True
         guard = loudest if converging else converged
         # the block before cancellation too: a converging canceller may add echo, so the VAD counts
         # the quieter of the two; and the user talking over the echo is heard sooner in it
         return pcm, {"echo_guard": guard, "echo_level": echo, "echo_measured": self.echo_path.coupling_db is not None,
-                     "raw_pcm": raw if self.aec is not None else None}
+                     "echo_timing_doubt": doubt, "raw_pcm": raw if self.aec is not None else None}
 
     def process(self, frame: Frame) -> None:
         raise FrameError("mic is a source; it takes no frames")
@@ -258,7 +303,7 @@ class MicStage(Stage):
         src = self.source.stats() if hasattr(self.source, "stats") else {}
         return {"samples_sent": self.pos, "device_errors": src.get("device_errors", 0),
                 "reopened": src.get("reopened", 0), "echo_blocks": self.echo_blocks, "aec_leaks": self.aec_leaks,
-                "callback_late_ms": src.get("callback_late_ms", {}), "clock_steps": src.get("clock_steps", 0),
+                "stale_blocks": self.stale_blocks, "callback_late_ms": src.get("callback_late_ms", {}), "clock_steps": src.get("clock_steps", 0),
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
                 "reference_jump_ms": [round(j * 1000 / RATE, 1) for j in self._cursor.jump_sizes] if self._cursor else [],
                 "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db,

@@ -228,8 +228,10 @@ class PlayerStage(Stage):
 
     def close(self) -> dict:
         if self.sink is not None:
-            self.sink.close()
+            self.sink.close()  # its thread has written its last block
             self.sink = None
+        if self.clock is not None:
+            self.clock.output_open = False  # no blocks from here on is no stall
         return {"chunks": self.chunks}
 
     def release(self) -> None:
@@ -283,6 +285,7 @@ class PlayerStage(Stage):
         rid, pos = self.buf.block_start
         if self.clock is not None:
             self.clock.write(self._ref(pcm), t_block, rid, pos)
+            self.clock.output_open = True
         loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LOUD)
         if len(loud):
             who = rid or self.buf.now_playing[0]

@@ -36,7 +36,9 @@ ECHO_FLOOR = 3.0  # echo guard (RMS, int16) above which the engine's own voice m
 #   the canceller has no far end to mute the user with, so the cancelled mic hears them anyway);
 # - such windows can pause the reply, but speech starts only once the canceller lets a window of it
 #   through (Endpointer ``confirmed``); after TALK_OVER_MAX_S of them with none let through, it is
-#   the echo: the talk-over test rests until the mic's speech ends.
+#   the echo: the talk-over test rests until the mic's speech ends;
+# - while the mic says the playback's timing is in doubt (its stamps jumped, or its output stalled:
+#   InputAudioFrame.echo_timing_doubt), the test sits out: the echo's level is known, not when.
 TALK_OVER_PEAK_S, TALK_OVER_PEAK_DB = 0.5, -6.0
 TALK_OVER_MAX_S = 0.5  # the paused reply's echo and the guard's tail fade in ~0.25 s
 
@@ -85,13 +87,15 @@ class VoiceDetector:
         self._echo_windows = 0
         self._echo_hold = max(1, 400 // hop_ms)  # the room's echo tail outlasts the playback a little
         self.strict_windows = 0
-        # per hop of the window (newest last): the echo guard and level the mic sent with it
-        self._echo: deque[tuple[float, float]] = deque([(0.0, 0.0)] * self.phases, maxlen=self.phases)
+        # per hop of the window (newest last): the echo guard, level and timing doubt the mic sent with it
+        self._echo: deque[tuple[float, float, float]] = deque([(0.0, 0.0, 0.0)] * self.phases, maxlen=self.phases)
         self._echo_guard = 0.0
         self._echo_level = 0.0
+        self._echo_doubt = 0.0
         self.residual_gated = 0
         self.talk_over_windows = 0
         self.talk_over_spent = 0  # times the talk-over test gave up on a run (the echo, not the user)
+        self.talk_over_doubted = 0  # windows the talk-over test sat out: the playback's timing in doubt
         self._echo_peak: deque[float] = deque(maxlen=max(1, int(TALK_OVER_PEAK_S * 1000) // hop_ms))
         self._talk_over_run = 0  # talk-over windows in a row that the canceller did not let through
         self._talk_over_max = self.endpointer.windows_spanning(TALK_OVER_MAX_S)
@@ -102,7 +106,8 @@ class VoiceDetector:
     def stats(self) -> dict:
         return {"windows": self.windows, "gated": self.gated, "in_speech": self.endpointer.in_speech,
                 "strict_windows": self.strict_windows, "residual_gated": self.residual_gated,
-                "talk_over_windows": self.talk_over_windows, "talk_over_spent": self.talk_over_spent}
+                "talk_over_windows": self.talk_over_windows, "talk_over_spent": self.talk_over_spent,
+                "talk_over_doubted": self.talk_over_doubted}
 
     def speech_prob(self, pcm: np.ndarray, phase: int) -> float:
         """Silero probability for one 512-sample window; the webrtc gate can veto."""
@@ -135,9 +140,10 @@ class VoiceDetector:
             # threshold holds a little longer for the room's tail. (A guard held at its last value
             # kept gating the user's first words after the pause and blurred their transcript.)
             # Over the window: the larger of its hops' (the louder echo may be in either)
-            self._echo.append((frame.echo_guard, frame.echo_level))
-            self._echo_guard = max(g for g, _ in self._echo)
-            self._echo_level = max(e for _, e in self._echo)
+            self._echo.append((frame.echo_guard, frame.echo_level, frame.echo_timing_doubt))
+            self._echo_guard = max(g for g, _, _ in self._echo)
+            self._echo_level = max(e for _, e, _ in self._echo)
+            self._echo_doubt = max(d for _, _, d in self._echo)
             # (an echo level assumed at 0 dB coupling, before any was measured, is no measure of the
             # user: the first barge-in of a headphones session took 1.1 s against it)
             self._echo_peak.append(self._echo_level if frame.echo_measured else 0.0)
@@ -152,6 +158,13 @@ class VoiceDetector:
         is louder than the engine's echo can be (the user talking over it), else 0."""
         if self._echo_level <= 0:
             self._raw_warm = False
+            return 0.0
+        if self._echo_doubt > 0:
+            # the echo's level is known, not when it plays: a stalled output's stutter reached the
+            # mic "louder than the echo can be" where the stamps had a pause (an onset pause on the
+            # engine's own voice). The user is heard through the canceller meanwhile (~0.1 s later)
+            self._raw_warm = False
+            self.talk_over_doubted += 1
             return 0.0
         if not self._raw_warm:  # its recurrent state is from another stretch of echo
             for model in self.silero_raw:

@@ -25,7 +25,8 @@ from pipeline.audio.convert import rms
 
 REF_RATE = 16000
 _BLOCK = np.dtype([("t", "f8"), ("start", "i8"), ("n", "i8"), ("rid", "i8"), ("pos", "i8"), ("rms", "f4")])
-_HEADER = 8  # int64 slots: [blocks written, samples written (16 kHz), output rate, n_blocks, n_samples]
+# int64 slots: [blocks written, samples written (16 kHz), output rate, n_blocks, n_samples, output open]
+_HEADER = 8
 
 
 def segment_name(run_id: str, session_id: str = "default") -> str:
@@ -71,6 +72,11 @@ class PlaybackClock:
             resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
         except Exception:
             pass
+        if shm.size < _HEADER * 8 or not int(np.ndarray((_HEADER,), np.int64, shm.buf, 0)[3]):
+            # made but not yet laid out (the writer sets the header just after creating it): a reader
+            # attached now would keep empty rings for good; the caller tries again later
+            shm.close()
+            return None
         return cls(shm, owner=False)
 
     def close(self) -> None:
@@ -163,6 +169,21 @@ class PlaybackClock:
         """The 16 kHz signal heard from wall time ``t0`` for ``n`` samples (zeros where none)."""
         first = self.index_at(t0)
         return np.zeros(n, np.int16) if first is None else self.read(first, n)
+
+    @property
+    def output_open(self) -> bool:
+        """Whether an output writes here now (set by the player from its first block to its close):
+        a clock with no new blocks while it is open is a stalled output, not a closed one."""
+        return bool(self.header[5])
+
+    @output_open.setter
+    def output_open(self, value: bool) -> None:
+        self.header[5] = int(value)
+
+    @property
+    def samples_written(self) -> int:
+        """16 kHz samples written since the clock was made (the index after the newest)."""
+        return int(self.header[1])
 
     def written_until(self) -> float:
         """Wall time at which the last block written ends (-inf if none): readers that look a

@@ -78,6 +78,10 @@ class InputAudioFrame(AudioFrame):
     # the echo's coupling (mic vs playback) was measured, not assumed (0 dB until the first
     # correlated window): only then is ``echo_level`` a level the user can be compared with
     echo_measured: bool = False
+    # how far (s) the playback's stamps may be off now (after a jump, or while the output's stream
+    # stalls): ``echo_level`` is then a bound stretched that far, and loudness over it no sign of
+    # the user (their voice must come through the canceller)
+    echo_timing_doubt: float = 0.0
     # this audio before echo cancellation (None: not cancelled). A canceller still converging
     # can *add* a misestimated echo (measured: residual 4x the echo it was given), so the guard
     # compares the quieter of the two: what it can not have added. And AEC3 mutes the first

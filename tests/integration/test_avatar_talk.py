@@ -109,7 +109,8 @@ def test_mouth_follows_the_reply_heard_and_the_tag_shows_unspoken(engine, speech
     # is_speaking follows the clock: false while the user speaks, true while the reply is heard
     rel = [(t - res.t0, on) for t, on in speaking]
     assert not any(on for t, on in rel if t < res.events["user_speech_stopped"])
-    assert any(on for t, on in rel if t_wav < t < t_wav + dur), (t_wav, dur, rel)
+    assert any(on for t, on in rel if t_wav < t < t_wav + dur), (
+        t_wav, dur, rel, ray.get(engine.actors["avatar"].status.remote())["clock_attached"])
     assert engine.avatar_state()["is_speaking"] is False
     heard = transcribe(whisper, to_float32(load_audio(out)), "en", 1, 0.6).lower()
     assert "great" in heard and "happy" not in heard, heard

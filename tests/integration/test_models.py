@@ -247,6 +247,18 @@ def test_the_echo_under_an_underrated_guard_pauses_at_most_and_starts_nothing(sp
     assert not [e for e in vad.events if isinstance(e, SpeechStarted)], vad.events
 
 
+def test_the_echo_under_an_underrated_guard_in_timing_doubt_does_not_even_pause(speech, test_config):
+    """The same, with the mic saying the playback's timing is in doubt (a stalled output, or its
+    stamps just jumped: echo_timing_doubt): the talk-over test sits out, so not even an onset."""
+    echo = _reply_echo(speech, 6.0)
+    vad = RecordingVAD(test_config)
+    vad.setup()
+    for f in _echo_frames(echo, np.zeros(len(echo), np.int16), suppressed_s=0.0, block=vad.hop):
+        f.echo_level, f.echo_guard, f.echo_timing_doubt = f.echo_level * 0.1, f.echo_guard * 0.1, 0.3
+        vad.push(f)
+    assert vad.events == [] and vad.talk_over_windows == 0 and vad.det.talk_over_doubted > 0, vad.events
+
+
 def test_a_16ms_hop_hears_the_user_over_the_echo_sooner(speech, test_config):
     """The same user over the same echo, starting at 8 offsets 4 ms apart: a window every 16 ms
     finds the onset no later than one every 32 ms each time (its second model state sees the

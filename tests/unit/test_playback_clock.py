@@ -86,6 +86,27 @@ def test_attach_to_a_missing_clock_is_none():
     assert PlaybackClock.attach("kokoro-no-such-clock") is None
 
 
+def test_a_clock_made_but_not_yet_laid_out_is_not_attached():
+    """A reader that attached between the segment's creation and its header being written kept
+    empty rings for good (the avatar then never saw the reply as audible): it is told "not yet"."""
+    from multiprocessing import shared_memory
+
+    name = segment_name(uuid.uuid4().hex[:8])
+    raw = shared_memory.SharedMemory(name=name, create=True, size=4096)  # zeros: no header yet
+    try:
+        assert PlaybackClock.attach(name) is None
+    finally:
+        raw.close()
+        raw.unlink()
+    made = PlaybackClock.create(name, output_rate=24000, seconds=1.0)
+    try:
+        reader = PlaybackClock.attach(name)
+        assert reader is not None and len(reader.blocks) > 0
+        reader.close()
+    finally:
+        made.close()
+
+
 def test_ring_wraps_without_mixing_old_audio(clock):
     n = int(2.5 * REF_RATE / 320)  # more than the 2 s ring
     write_blocks(clock, 0.0, [(1, i * 480, i % 100 + 1) for i in range(n)])
