@@ -59,6 +59,7 @@ STALE_CLOCK_S = 0.1
 # of the last talk's offset, the canceller re-found that shift unguarded and leaked (onset pauses
 # early in a reply). 1, not 0: the mic's and the sink's times are not on one grid (rounding).
 # Each source says its own (AudioSource.ref_tolerance: 2 ms for a device, 1 sample for a file)
+
 # AEC3 may call itself converged while it still lets the echo through (measured on the slow machine
 # under load, 14 reopens of the speaker in five replies: 2 s after a jump its output was the echo
 # at -8 dB, and the guard, dropping at once from the converging +3 dB to the converged -10 dB,
@@ -146,7 +147,8 @@ class MicStage(Stage):
         """Whether the canceller has shown it takes the echo out since it last lost it."""
         if self.aec.stats.converging:
             self._settled_s = 0.0
-        elif self._settled_s < SETTLED_EVIDENCE_S and echo > 0 and max(SETTLED_MIN_RMS, 0.1 * echo) <= raw_rms <= loudest:
+        elif (self._settled_s < SETTLED_EVIDENCE_S and echo > 0
+              and max(SETTLED_MIN_RMS, 0.1 * echo) <= raw_rms <= loudest):
             # (a mic louder than the echo can be is the user: no evidence either way)
             if out_rms <= raw_rms * 10 ** (-SETTLED_ERLE_DB / 20):
                 self._settled_s += dur

@@ -157,7 +157,8 @@ def test_a_stalled_output_puts_the_echo_timing_in_doubt(far, monkeypatch, check,
     settled = rows[(n + RATE // 4) // b:k0]
     stalled = rows[k0 + int(stale_s * RATE) // b + 1:k1]
     # the talk-over bound the VAD would use (its window's echo level + guard_db_converging)
-    over = [r for r in stalled if r["raw"] > 100 and r["raw"] >= r["echo"] * 10 ** (mic.cfg.echo.guard_db_converging / 20)]
+    bound = 10 ** (mic.cfg.echo.guard_db_converging / 20)
+    over = [r for r in stalled if r["raw"] > 100 and r["raw"] >= r["echo"] * bound]
     assert all(r["doubt"] == 0.0 for r in settled)
     if closed:
         assert all(r["doubt"] == 0.0 for r in stalled) and mic.stale_blocks == 0
