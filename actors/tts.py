@@ -10,8 +10,10 @@ conversation never waits behind another's whole reply. Each audio frame carries 
 text range it speaks, so the output can tell which words were actually heard.
 
 Two lanes share the one model (``tts.first_chunk_lane``): the main lane takes any
-work, the second only replies' first chunks, so a first clause never waits behind
-another conversation's long later one; it runs beside it instead. Measured on the
+work, the second only replies' first chunks while another conversation's chunk is being made,
+so a first clause never waits behind another conversation's long later one; it runs beside it
+instead. (Taking any first chunk, it also ran one beside its own conversation's other reply, and
+one conversation's first sound came 1-1.5 s later: barge_in.py, session of 2026-12-07.) Measured on the
 2-core machine (benchmarks/tts_lanes.py; Kokoro, 2 threads, RTF 0.53 alone): "Sure,"
 arriving 0.3 s into a 5.5 s sentence was ready 1.17 s later (3.10 s later behind it),
 the sentence 0.79 s later than alone; two at once took 0.467 s per second of audio
@@ -116,7 +118,12 @@ class TTSStage(Stage):
         (``first_only``: first chunks only). Never a reply that has a chunk in flight."""
         ready = [r for key, r in self._replies.items() if r.todo and key not in self._in_flight]
         if first_only:
-            ready = [r for r in ready if isinstance(r.todo[0], Chunk) and r.todo[0].index == 0]
+            # only beside another conversation's chunk: beside one of its own (a superseded or
+            # interrupted reply's) it slowed that conversation's first sound by 1-1.5 s at p50
+            # (barge_in.py, one conversation: 8.66 s with the lane free, 7.16 s with none)
+            busy = {sid for sid, _ in self._in_flight}
+            ready = [r for r in ready if isinstance(r.todo[0], Chunk) and r.todo[0].index == 0
+                     and busy - {r.session_id}]
         if not ready:
             return None
         r = min(ready, key=lambda r: (r.spoken > 0 and isinstance(r.todo[0], Chunk), r.since))
