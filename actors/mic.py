@@ -147,14 +147,15 @@ class MicStage(Stage):
         """Whether the canceller has shown it takes the echo out since it last lost it."""
         if self.aec.stats.converging:
             self._settled_s = 0.0
-        elif (self._settled_s < SETTLED_EVIDENCE_S and echo > 0
-              and max(SETTLED_MIN_RMS, 0.1 * echo) <= raw_rms <= loudest):
+            return False
+        if (self._settled_s < SETTLED_EVIDENCE_S and echo > 0
+                and max(SETTLED_MIN_RMS, 0.1 * echo) <= raw_rms <= loudest):
             # (a mic louder than the echo can be is the user: no evidence either way)
             if out_rms <= raw_rms * 10 ** (-SETTLED_ERLE_DB / 20):
                 self._settled_s += dur
             elif out_rms > raw_rms * 10 ** (-LOST_ERLE_DB / 20):
                 self._settled_s = 0.0
-        return self._settled_s >= SETTLED_EVIDENCE_S and not self.aec.stats.converging
+        return self._settled_s >= SETTLED_EVIDENCE_S
 
     def _doubt(self, off_s: float, t_cap: float) -> None:
         if off_s >= MIN_TIMING_DOUBT_S:
@@ -192,11 +193,11 @@ class MicStage(Stage):
         loudest, converged = echo * 10 ** (e.guard_db_converging / 20), echo * 10 ** (e.guard_db / 20)
         if self.aec is not None:
             pcm = self.aec.process(pcm, ref)
-            settled = self._settled(raw_rms, rms(pcm), echo, loudest, dur)
-            converging = not settled or t_cap < self._unsettled_until
+            out_rms = rms(pcm)
+            converging = not self._settled(raw_rms, out_rms, echo, loudest, dur) or t_cap < self._unsettled_until
             self.echo_blocks += echo > 0
             if (not converging and echo > 0 and raw_rms <= loudest
-                    and rms(pcm) >= converged and self.aec.leak() >= LEAK_CORRELATION):
+                    and out_rms >= converged and self.aec.leak() >= LEAK_CORRELATION):
                 # what passes the converged guard, from a mic no louder than the echo can be, is
                 # the engine's voice: the canceller lost the echo (its delay moved, the reference
                 # did not). Guard as after a jump. (A louder mic is the user talking over: no need)
@@ -305,7 +306,8 @@ class MicStage(Stage):
         src = self.source.stats() if hasattr(self.source, "stats") else {}
         return {"samples_sent": self.pos, "device_errors": src.get("device_errors", 0),
                 "reopened": src.get("reopened", 0), "echo_blocks": self.echo_blocks, "aec_leaks": self.aec_leaks,
-                "stale_blocks": self.stale_blocks, "callback_late_ms": src.get("callback_late_ms", {}), "clock_steps": src.get("clock_steps", 0),
+                "stale_blocks": self.stale_blocks, "callback_late_ms": src.get("callback_late_ms", {}),
+                "clock_steps": src.get("clock_steps", 0),
                 "clock": self._clock is not None, "reference_jumps": self._cursor.jumps if self._cursor else 0,
                 "reference_jump_ms": [round(j * 1000 / RATE, 1) for j in self._cursor.jump_sizes] if self._cursor else [],
                 "echo_path": self.echo_path.present, "echo_coupling_db": self.echo_path.coupling_db,

@@ -158,7 +158,7 @@ class PlaybackClock:
     def read(self, first: int, n: int) -> np.ndarray:
         """``n`` samples of the heard signal from index ``first`` (zeros where none)."""
         out = np.zeros(n, np.int16)
-        w = int(self.header[1])
+        w = self.samples_written
         ns = len(self.samples)
         lo, hi = max(first, w - ns + REF_RATE // 10, 0), min(first + n, w)  # keep clear of the writer
         if hi > lo:

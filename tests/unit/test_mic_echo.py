@@ -140,7 +140,7 @@ def test_a_stalled_output_puts_the_echo_timing_in_doubt(far, monkeypatch, check,
     """The reply plays twice; 60 % into the second the output's stream stalls for 0.4 s: its
     blocks never reach the clock, while the speaker stutters on (the mic still hears the reply).
     From 0.1 s into the stall the mic's frames say the echo's timing is in doubt (the VAD's
-    talk-over test sits out: tests/unit/test_vad.py) and the guard is the converging one, until
+    talk-over test sits out: tests/integration/test_models.py) and the guard is the converging one, until
     RESETTLE_S after it; never before it; and the echo bound holds the newest audio written (what
     the speaker still plays, late). Without the stale check the stall's echo is heard over an echo
     bound that decays as if the reply had paused. An output closed then is no stall: no doubt."""
