@@ -32,6 +32,7 @@ import numpy as np
 from actors.base import Stage, stage_actor
 from models.runtime import InferenceThread
 from pipeline.audio.convert import to_int16
+from pipeline.conversation.synthesis_pace import ReplyPace, SynthesisCost
 from pipeline.conversation.text_chunker import Chunk, TextChunker
 from pipeline.flow.events import TTSFirstAudio
 from pipeline.flow.frames import ControlFrame, EndOfTurnFrame, Frame, FrameError, LLMTokenFrame, TTSAudioFrame
@@ -46,6 +47,8 @@ class _Reply:
     chunker: TextChunker | None = None
     todo: deque = field(default_factory=deque)  # Chunk, or the EndOfTurnFrame after the last one
     spoken: int = 0  # chunks synthesized
+    pace: ReplyPace = field(default_factory=ReplyPace)  # its audio sent: how much is still ahead
+    cut: tuple[float, int] = (0.0, 0)  # its last paced cut: (audio ahead then, budget in chars)
 
 
 class TTSStage(Stage):
@@ -61,13 +64,21 @@ class TTSStage(Stage):
         self.worker = self.lanes[0]
         self.tts = self.worker.call(load_kokoro, self.cfg)
         self.sample_rate = 24000
-        self.worker.call(self._synth, "Hello.", self.cfg.tts.voice)  # warm-up: first run allocates
+        self.cost = SynthesisCost()
+        # warm-up (the first run allocates), and two lengths for the cost's fixed part and rate
+        self.worker.call(self._synth, "Hello.", self.cfg.tts.voice)
+        for text in ("Sure.", "The quick brown fox jumps over the lazy dog, and then it runs away."):
+            t0 = time.monotonic()
+            pcm = self.worker.call(self._synth, text, self.cfg.tts.voice)
+            self.cost.observe(time.monotonic() - t0, len(pcm) / self.sample_rate, len(text))
         self._replies: dict[tuple[str, int], _Reply] = {}
         self._in_flight: set[tuple[str, int]] = set()  # replies with a chunk being synthesized
         self._work = threading.Condition()
+        self._deferred = False  # a paced reply's text waits for a better cut (the lanes look again soon)
         self.synth_s = 0.0
         self.audio_s = 0.0
         self.first_lane_chunks = 0
+        self.recent = deque(maxlen=30)  # the last chunks made: what the pacing decided, and what it cost
         for i, lane in enumerate(self.lanes):
             threading.Thread(target=self._run, args=(lane, i > 0), name=f"tts-lane{i}", daemon=True).start()
 
@@ -79,7 +90,10 @@ class TTSStage(Stage):
             queued = sum(len(r.todo) for r in self._replies.values())
         return {"rtf": self.synth_s / self.audio_s if self.audio_s else None, "aborted": self.tts.sess.aborted,
                 "thread_nice": self.worker.thread_nice(), "queued_chunks": queued, "lanes": len(self.lanes),
-                "first_lane_chunks": self.first_lane_chunks}
+                "first_lane_chunks": self.first_lane_chunks, "paced": self.cfg.tts.paced_chunks,
+                "cost": {"fixed_s": round(self.cost.fixed_s, 3), "rate": round(self.cost.rate, 3),
+                         "s_per_char": round(self.cost.s_per_char, 4), "first_min_chars": self.cost.first_min_chars(),
+                         "floor_s": round(self.cost.floor_s(), 3)}, "recent_chunks": list(self.recent)}
 
     def _synth(self, text: str, voice: str, tag: tuple[str, int] | None = None) -> np.ndarray:
         """On a lane's thread: ``tag`` labels the run for ``abort_if`` (per thread)."""
@@ -96,8 +110,10 @@ class TTSStage(Stage):
         if r is None:
             t = self.cfg.tts
             r = self._replies[key] = _Reply(frame.session_id, frame.response_id, int(frame.priority))
-            r.chunker = TextChunker(t.first_chunk_min_chars, t.chunk_min_chars,
-                                    first_max_words=t.first_chunk_max_words)
+            first_min = max(t.first_chunk_min_chars, self.cost.first_min_chars()) if t.paced_chunks else \
+                t.first_chunk_min_chars
+            r.chunker = TextChunker(first_min, t.chunk_min_chars,
+                                    first_max_words=t.first_chunk_max_words, paced=t.paced_chunks)
         return r
 
     def process(self, frame: Frame) -> None:
@@ -113,10 +129,36 @@ class TTSStage(Stage):
             self._work.notify_all()
 
     # ------------------------------------------------------------ the synthesis lanes
+    def _paced_cut(self, r: _Reply, now: float) -> int | None:
+        """Where a reply's next later chunk ends (paced: text still in its chunker), or None."""
+        c = r.chunker
+        if c is None or not c.paced or not c.started or not c.pending.strip():
+            return None
+        ahead = r.pace.ahead_s(now)
+        budget = self.cost.budget_chars(ahead)
+        end = c.next_cut(budget, urgent=r.pace.urgent(self.cost, len(c.pending.strip()), now))
+        if end is not None:
+            r.cut = (ahead, budget)
+        return end
+
     def _next(self, first_only: bool) -> tuple[_Reply, Chunk | EndOfTurnFrame] | None:
         """The most urgent piece of work: a reply's first chunk before later ones, else the oldest
-        (``first_only``: first chunks only). Never a reply that has a chunk in flight."""
-        ready = [r for key, r in self._replies.items() if r.todo and key not in self._in_flight]
+        (``first_only``: first chunks only). Never a reply that has a chunk in flight. A paced
+        reply's later chunk is cut now, as long as its audio ahead allows; its end waits for it."""
+        now = time.monotonic()
+        cuts: dict[tuple[str, int], int] = {}
+        self._deferred = False
+        for key, r in self._replies.items():
+            if key in self._in_flight or first_only or (r.todo and isinstance(r.todo[0], Chunk)):
+                continue
+            end = self._paced_cut(r, now)
+            if end is not None:
+                cuts[key] = end
+            elif r.chunker is not None and r.chunker.paced and r.chunker.started and r.chunker.pending.strip():
+                self._deferred = True  # text waits for a better cut: look again soon
+        ready = [r for key, r in self._replies.items() if key not in self._in_flight and (
+            key in cuts or (r.todo and not (isinstance(r.todo[0], EndOfTurnFrame) and r.chunker is not None
+                                              and r.chunker.pending.strip())))]
         if first_only:
             # only beside another conversation's chunk: beside one of its own (a superseded or
             # interrupted reply's) it slowed that conversation's first sound by 1-1.5 s at p50
@@ -126,8 +168,13 @@ class TTSStage(Stage):
                      and busy - {r.session_id}]
         if not ready:
             return None
-        r = min(ready, key=lambda r: (r.spoken > 0 and isinstance(r.todo[0], Chunk), r.since))
-        self._in_flight.add((r.session_id, r.response_id))
+        def later(r: _Reply) -> bool:
+            return (r.session_id, r.response_id) in cuts or (r.spoken > 0 and isinstance(r.todo[0], Chunk))
+        r = min(ready, key=lambda r: (later(r), r.since))
+        key = (r.session_id, r.response_id)
+        self._in_flight.add(key)
+        if key in cuts and not (r.todo and isinstance(r.todo[0], Chunk)):
+            return r, r.chunker.take(cuts[key])
         return r, r.todo.popleft()
 
     def _run(self, lane: InferenceThread, first_only: bool) -> None:
@@ -135,7 +182,8 @@ class TTSStage(Stage):
             with self._work:
                 item = self._next(first_only)
                 while item is None:
-                    self._work.wait()
+                    # a paced reply whose text waits for a better cut becomes urgent as its audio plays
+                    self._work.wait(0.05 if self._deferred else None)
                     item = self._next(first_only)
             r, piece = item
             key = (r.session_id, r.response_id)
@@ -172,9 +220,14 @@ class TTSStage(Stage):
         took = time.time() - t0
         self.synth_s += took
         self.audio_s += len(pcm) / self.sample_rate
+        self.cost.observe(took, len(pcm) / self.sample_rate, len(text))
+        self.recent.append({"chunk": chunk.index, "chars": len(text), "ahead_s": round(r.cut[0], 3),
+                            "budget_chars": r.cut[1], "synth_s": round(took, 3),
+                            "audio_s": round(len(pcm) / self.sample_rate, 3)})
         r.spoken += 1
         if not self.is_live(sid, rid) or len(pcm) == 0:
             return
+        r.pace.sent(len(pcm) / self.sample_rate)
         if r.spoken == 1:
             self.event(TTSFirstAudio(session_id=sid, response_id=rid, synth_s=took, chars=len(text), t_start=t0))
         self.emit(TTSAudioFrame(pcm=pcm, sample_rate=self.sample_rate, session_id=sid, response_id=rid,

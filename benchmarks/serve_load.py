@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.lib.procfs import ray_label  # noqa: E402
+from benchmarks.lib.procfs import kokoro_rtf, ray_label  # noqa: E402
 from tests.rigs.companion import Companion  # noqa: E402
 from tests.rigs.fake_llm import FakeLLM  # noqa: E402
 from tests.rigs.served import serving  # noqa: E402
@@ -165,19 +165,6 @@ def plot(result: dict, png: Path) -> str:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     return f"wrote {png}"
-
-
-def kokoro_rtf() -> float | None:
-    """The machine's raw Kokoro speed, alone (the figure every latency here is relative to)."""
-    from models.registry import load_kokoro
-    from pipeline.config import load_config
-
-    tts = load_kokoro(load_config())
-    tts.create("Hello.", voice="jf_alpha", speed=1.0, lang="en-us")
-    text = "The quick brown fox jumps over the lazy dog, and then it runs into the quiet forest."
-    t = time.perf_counter()
-    audio, rate = tts.create(text, voice="jf_alpha", speed=1.0, lang="en-us")
-    return round((time.perf_counter() - t) / (len(audio) / rate), 3)
 
 
 def main() -> int:

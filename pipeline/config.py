@@ -143,6 +143,10 @@ class TTSConfig:
     # a second synthesis lane on the same model, for replies' first chunks only: a conversation's
     # first clause runs beside another's long later one instead of waiting for it (actors/tts.py)
     first_chunk_lane: bool = True
+    # later chunks are cut when a lane is free, as long as the audio ahead allows (measured
+    # synthesis speed): no silence after a short first clause. false: the old rule, later
+    # chunks wait for a sentence end (pipeline/conversation/text_chunker.py)
+    paced_chunks: bool = True
 
 
 @dataclass

@@ -176,3 +176,20 @@ def thread_cpu_by_nice(pid: int) -> dict[int, dict[str, float]]:
                 d["threads"] += 1
                 d["cpu_s"] += (int(f[11]) + int(f[12])) / CLK_TCK
     return out
+
+
+def kokoro_rtf() -> float | None:
+    """The machine's raw Kokoro speed, alone (the figure every latency here is relative to):
+    the median of three runs of one sentence."""
+    from models.registry import load_kokoro
+    from pipeline.config import load_config
+
+    tts = load_kokoro(load_config())
+    tts.create("Hello.", voice="jf_alpha", speed=1.0, lang="en-us")
+    text = "The quick brown fox jumps over the lazy dog, and then it runs into the quiet forest."
+    rtfs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        audio, rate = tts.create(text, voice="jf_alpha", speed=1.0, lang="en-us")
+        rtfs.append((time.perf_counter() - t) / (len(audio) / rate))
+    return round(sorted(rtfs)[1], 3)

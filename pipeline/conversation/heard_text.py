@@ -45,10 +45,16 @@ def words_heard(text: str, played: int, speech_start: int, speech_end: int) -> i
 def heard_text(chunks: list[dict]) -> tuple[str, bool]:
     """(the heard prefix of the reply, True if every chunk was heard to its end)."""
     parts: list[str] = []
+    prev_end = None
     for c in sorted(chunks, key=lambda c: c.get("chunk", 0)):
         end = c.get("speech_end") or c["samples"]
         n = words_heard(c["text"], c["played"], c.get("speech_start", 0), end)
+        # chunk texts are trimmed: the reply had whitespace between two where their offsets part
+        if parts and n and prev_end is not None and c.get("text_start", prev_end) > prev_end \
+                and not parts[-1][-1:].isspace():
+            parts.append(" ")
         parts.append(c["text"][:n])
+        prev_end = c.get("text_end")
         if n < len(c["text"]):
             return "".join(parts).strip(), False
     return "".join(parts).strip(), True

@@ -42,3 +42,14 @@ class TurnMetrics:
             self.events.pop(k, None)
         for k in ATTEMPT_FIGURES:
             self.info.pop(k, None)
+
+
+def chunk_gaps(chunks: list[dict[str, Any]]) -> dict[str, float]:
+    """The silences the pipeline put between a reply's chunks as heard (the player's times of
+    each chunk's first and last sample): the longest and their total, in seconds. Silence a
+    chunk's own audio holds (Kokoro's pause at a sentence end) is not counted; a barge-in's
+    pause is."""
+    heard = sorted((c for c in chunks if c.get("t_start") is not None and c.get("t_end") is not None),
+                   key=lambda c: c["t_start"])
+    gaps = [max(0.0, b["t_start"] - a["t_end"]) for a, b in zip(heard, heard[1:])]
+    return {"longest_stall_s": round(max(gaps, default=0.0), 3), "stall_total_s": round(sum(gaps), 3)}

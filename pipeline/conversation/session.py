@@ -35,6 +35,7 @@ from typing import Any
 
 from pipeline.conversation.barge_in import BargeIn
 from pipeline.conversation.history import History, Persona
+from pipeline.conversation.metrics import chunk_gaps
 from pipeline.conversation.inputs import CONTEXT_ONLY, attachments_of, describe_input
 from pipeline.conversation.preemptive import Preemptive, same_words
 from pipeline.conversation.turn import Turn
@@ -168,6 +169,7 @@ class Session(BargeIn, Preemptive):
                 self.history.set_assistant(turn.response_id, turn.reply)
         elif isinstance(e, ev.ReplyEnded):
             m["chunks"] = e.chunks
+            m.update(chunk_gaps(e.chunks))
             if "spoken_notice" in m and turn.state != "interrupted":
                 turn.state = "failed"  # its apology was said
             elif turn.state not in ("interrupted", "failed"):

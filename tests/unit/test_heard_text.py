@@ -14,6 +14,17 @@ def test_whole_chunks_heard_are_kept_whole():
     assert (text, complete) == ("Hello there. How are you?", True)
 
 
+def test_trimmed_chunks_are_joined_where_the_reply_had_a_space():
+    # the TTS's chunks are trimmed; their offsets say where the reply had whitespace between them
+    a = {**chunk("Once upon a time", 100, 100), "text_start": 0, "text_end": 16}
+    b = {**chunk("there was a fox.", 100, 100, 1), "text_start": 17, "text_end": 33}
+    assert heard_text([a, b]) == ("Once upon a time there was a fox.", True)
+    b_half = {**b, "played": 60}
+    assert heard_text([a, b_half]) == ("Once upon a time there was a", False)
+    glued = {**chunk("fox", 100, 100, 1), "text_start": 16, "text_end": 19}  # no space in the reply
+    assert heard_text([a, glued])[0] == "Once upon a timefox"
+
+
 def test_nothing_played_is_nothing_heard():
     assert heard_text([chunk("Hello there.", 100, 0)]) == ("", False)
     assert heard_text([]) == ("", True)

@@ -226,3 +226,73 @@ def test_a_word_cut_never_splits_a_tag_and_tags_are_not_words():
     # a tag still streaming ("[very" with no "]" yet) is not cut either
     c = TextChunker(first_max_words=2)
     assert [x.text for x in c.add("Hi [very ")] == []
+
+
+# ------------------------------------------------------------ paced: later chunks cut on demand
+def paced(text: str, budgets: list[int], final: bool = True, urgent: bool = False) -> list[str | None]:
+    c = TextChunker(paced=True)
+    out: list[str | None] = [x.text for x in c.add(text)]
+    if final:
+        out += [x.text for x in c.flush()]
+    for b in budgets:
+        end = c.next_cut(b, urgent)
+        if end is None:
+            out.append(None)
+            break
+        out.append(c.take(end).text)
+    return out
+
+
+def test_paced_cuts_only_the_first_chunk_as_the_text_streams():
+    c = TextChunker(paced=True)
+    assert [x.text for x in c.add("Sure. I will remind you to water the plants tomorrow morning. ")] == ["Sure."]
+    assert c.flush() == [] and c.final and c.pending.strip().startswith("I will")
+
+
+def test_paced_chunks_grow_with_the_budget_and_end_after_content_words():
+    got = paced("Sure. I will remind you to water the plants tomorrow morning.", [12, 20, 80, 80])
+    assert got == ["Sure.", "I will remind", "you to water", "the plants tomorrow morning.", None]
+
+
+def test_paced_prefers_a_sentence_then_a_clause_within_the_budget():
+    text = ("Once upon a time, in a small village by the sea, there lived an old fisherman who loved the stars. "
+            "Every night he rowed out.")
+    assert paced(text, [40, 200]) == ["Once upon a time,", "in a small village by the sea,",
+                                      "there lived an old fisherman who loved the stars. Every night he rowed out."]
+    # a sentence end beats a farther clause if it is at least half as far, else the clause
+    # (one call's fixed cost buys more audio)
+    c = TextChunker(paced=True)
+    c.add("Yes, that is right. The octopus, as it happens, has three hearts and blue blood ")
+    assert c.take(c.next_cut(60, urgent=False)).text == "that is right. The octopus, as it happens,"
+    c = TextChunker(paced=True)
+    c.add("Yes, that is quite right. The octopus, as it happens ")
+    assert c.take(c.next_cut(60, urgent=False)).text == "that is quite right."
+
+
+def test_paced_waits_for_a_sentence_unless_urgent_and_never_splits_a_streaming_word():
+    assert paced("Sure. I will remind you to water ", [60], final=False) == ["Sure.", None]
+    assert paced("Sure. I will remind you to water ", [60], final=False, urgent=True) == ["Sure.", "I will remind"]
+    # the budget is short of the text: no use waiting, the best cut within it is taken
+    assert paced("Sure. I will remind you to water the plants tomorrow", [14], final=False) == ["Sure.", "I will remind"]
+    # "wat" may be "water" or "watch": the text after the last space is no word yet
+    assert paced("Sure. I will remind you to wat", [60], final=False, urgent=True) == ["Sure.", "I will remind"]
+
+
+def test_paced_never_ends_a_chunk_on_a_function_word_or_inside_a_tag():
+    got = paced("Well. It is in the box of the [happy] kitchen and the [sa", [16], final=False, urgent=True)
+    assert got[1] in ("It is in the box",) and got[1].split()[-1] not in ("the", "of", "in")
+    got = paced("Well. Hi [happy] there my friend is [sa", [80], final=False, urgent=True)
+    assert got == ["Well.", "Hi [happy] there my friend"]
+
+
+def test_paced_chunks_reproduce_the_whole_reply():
+    for reply in REPLIES:
+        c = TextChunker(paced=True)
+        chunks = list(c.add(reply)) + c.flush()
+        budget = 10
+        while (end := c.next_cut(budget, urgent=False)) is not None:
+            chunks.append(c.take(end))
+            budget *= 2
+        assert not c.pending.strip(), reply
+        assert " ".join(x.text for x in chunks).split() == reply.split()
+        assert all(reply[x.start:x.end] == x.text for x in chunks)
