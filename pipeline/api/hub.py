@@ -70,6 +70,9 @@ class Hub:
     def played(self, session_id: str, response_id: int, samples: int) -> None:
         self.engine.played(session_id, response_id, samples)
 
+    async def metrics_text(self) -> str:
+        return await self.engine.actors["client"].metrics_text.remote()
+
     async def commands(self) -> list[dict[str, Any]]:
         return await self.engine.actors["session"].commands.remote()
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeline.api.auth import authenticate
 from pipeline.api.companion.client import companion_ws
 from pipeline.api.errors import deny_websocket, error_response
 from pipeline.api.state import ShellState
+from pipeline.conversation.latency_export import CONTENT_TYPE
 
 log = logging.getLogger("kokoro.serve")
 
@@ -54,6 +55,12 @@ async def status(request: Request) -> JSONResponse:
                          "version": shell.version, "sessions": len(shell.sessions),
                          "conversations": len(conversations),
                          "voice": {"requested": shell.mic_requested, "active": shell.voice_active}})
+
+
+async def metrics(request: Request) -> Response:
+    """Per-turn latencies of every conversation, Prometheus text (behind the token, as every
+    route but health: a scraper sends ``Authorization: Bearer``)."""
+    return Response(await shell_of(request).hub.metrics_text(), media_type=CONTENT_TYPE)
 
 
 # ------------------------------------------------------------------ WebSocket
@@ -103,5 +110,6 @@ def route_table(ws_handlers: Mapping[str, WsHandler] | None = None) -> list[Rout
         RouteSpec("/healthz", "http", healthz, public=True),
         RouteSpec("/health", "http", health, public=True),
         RouteSpec("/status", "http", status),
+        RouteSpec("/metrics", "http", metrics),
         *(RouteSpec(path, "ws", handler) for path, handler in ws.items()),
     ]

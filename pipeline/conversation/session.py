@@ -251,6 +251,7 @@ class Session(BargeIn, Preemptive):
         if isinstance(e, ev.SpeechStopped):
             turn.metrics.mark(e.mark, e.t, first=False)
             turn.speech_end_audio = e.audio_time
+            turn.metrics.info["endpoint_s"] = e.detect_lag  # the VAD's wait after the end of speech
             if turn.barge_in and short:  # a burst during a reply: not a turn
                 turn.state = "ignored"
                 out = self._cancel_preemptive(turn)

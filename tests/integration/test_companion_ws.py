@@ -65,6 +65,28 @@ def test_a_reply_streams_its_text_and_its_audio_says_it(client, whisper):
     assert {"capital", "france", "river"} <= words(heard), heard
 
 
+def test_metrics_count_the_turns_and_their_latencies(client, served):
+    import re
+
+    def count(text: str, name: str) -> float:
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = served.http("GET", "/metrics", headers=AUTH).text
+    client.say("What is the capital of France?")
+    client.reply()
+    after = ""
+    for _ in range(50):  # the turn finishes when the client's audio is done
+        after = served.http("GET", "/metrics", headers=AUTH).text
+        if count(after, 'kokoro_turns_total{state="done"}') > count(before, 'kokoro_turns_total{state="done"}'):
+            break
+        time.sleep(0.1)
+    for name in ("kokoro_turn_ttft_seconds_count", "kokoro_turn_first_audio_synth_seconds_count"):
+        assert count(after, name) == count(before, name) + 1, (name, after)
+    assert count(after, "kokoro_turn_ttft_seconds_sum") - count(before, "kokoro_turn_ttft_seconds_sum") >= 0.15
+    assert served.http("GET", "/metrics").status_code == 401
+
+
 def test_a_second_message_cuts_the_reply_and_the_history_keeps_what_was_sent(client, llm):
     client.say("Tell me a story.")
     first = client.reply(until=lambda r: bool(r.chunks))  # its first audio is out

@@ -19,10 +19,12 @@ def test_each_state_has_its_line():
     assert render(turn("speaking", reply="It is noon.")) == "[speaking]    kokoro: It is noon."
     assert render(turn("speaking", reply="It is", paused=True)).startswith("[paused]")
     assert render(turn("interrupted", heard="It is")) == "[interrupted] kokoro, heard: It is…"
+    cut = turn("interrupted", heard="It is", events={"reply_paused": 5.0, "reply_audio_stopped": 5.09})
+    assert render(cut) == "[interrupted] kokoro, heard: It is…   (stopped 0.09 s after you spoke up)"
     line = render(turn("done", reply="It is noon.",
                        events={"user_speech_stopped": 10.0, "first_reply_sample_out": 11.25},
-                       info={"stt_s": 0.06, "ttft_s": 0.2, "synth_s": 0.6}))
-    assert line.endswith("(answered 1.25 s after you stopped: stt 0.06, llm 0.20, tts 0.60)")
+                       info={"endpoint_s": 0.5, "stt_s": 0.06, "ttft_s": 0.2, "synth_s": 0.6, "longest_stall_s": 0.1}))
+    assert line.endswith("(voice-to-voice 1.75 s: endpoint 0.50, stt 0.06, llm 0.20, tts 0.60; longest stall 0.10)")
     assert "(tap_event)" in render(turn("thinking", source="tap_event", transcript="(touched)"))
 
 

@@ -27,6 +27,14 @@ WAIT_S = 10.0  # for what should come at once: generous for a slow, shared CPU
 class Hub:
     name = "the stand-in engine"
 
+    def __init__(self) -> None:
+        from pipeline.conversation.latency_export import LatencyExport
+
+        self.latency = LatencyExport()
+
+    async def metrics_text(self) -> str:
+        return self.latency.text()
+
 
 async def echo_ws(ws, hub) -> None:
     """Stands in for the companion protocol (which needs an engine): ping -> pong, anything
@@ -122,6 +130,16 @@ def test_every_other_http_route_needs_the_token(srv, headers):
             assert TOKEN not in r.text
     # the public routes are public for GET only
     assert httpx.post(f"http://127.0.0.1:{port}/healthz").status_code == 401
+
+
+def test_metrics_are_prometheus_text_behind_the_token(srv):
+    shell, port = srv
+    shell.hub.latency.observe("a", {"turn_id": 1, "finished": True, "state": "done", "info": {"ttft_s": 0.25}})
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "kokoro_turn_ttft_seconds_count 1.0" in r.text and 'kokoro_turns_total{state="done"} 1.0' in r.text
+    assert TOKEN not in r.text
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
 
 
 def test_query_string_token_is_never_read(srv):
