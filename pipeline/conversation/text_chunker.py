@@ -140,9 +140,9 @@ class TextChunker:
         long (the TTS sets it from the measured speed: a first chunk shorter than what the next
         one takes to make leaves a silence after it, "First," ... 0.9 s ... "boil some water.").
         If none comes within 20 characters more, a phrase end past it: first audio waits no longer."""
-        sentences, clauses, phrases = self._boundaries(tail)
         lead = len(tail) - len(tail.lstrip())
         lo, hi = self.first_min_chars, self.first_min_chars + 20
+        sentences, clauses, phrases = self._boundaries(tail, lead + hi + 100)
         for i in sorted(sentences + clauses):
             if lo <= i - lead <= hi:
                 return self._emit(self._pos + i)
@@ -170,7 +170,9 @@ class TextChunker:
         budget = max(8, min(max_chars, self.max_chars))
         if self.final and len(body) <= budget + 6:  # all that is left, rather than leave a stub ("on.")
             return len(self.text)
-        sentences, clauses, phrases = self._boundaries(tail)
+        # the cuts within reach (past the budget too: the first one beyond may be needed); the
+        # lanes ask on every token, and a whole long reply's scan costs ~1 ms
+        sentences, clauses, phrases = self._boundaries(tail, lead + int(budget * 1.15) + 100)
         size = lambda i: i - lead  # noqa: E731  chars of the chunk ending at tail[:i]
         # a sentence or clause end may run a little past the budget (it has a margin), a phrase not
         fit = lambda cuts, over: [i for i in cuts if 8 <= size(i) <= budget * over]  # noqa: E731
@@ -198,14 +200,15 @@ class TextChunker:
         """The chunk from the pending text up to ``end`` (from ``next_cut``)."""
         return self._emit(end)
 
-    def _boundaries(self, tail: str) -> tuple[list[int], list[int], list[int]]:
+    def _boundaries(self, tail: str, limit: int | None = None) -> tuple[list[int], list[int], list[int]]:
         """Confirmed cut positions in ``tail`` (index just past the cut): sentence ends, clause
         ends, and phrase ends (a space after a content word). A cut needs the next character to
-        be whitespace (or the reply to be complete), so a word still streaming is never split."""
+        be whitespace (or the reply to be complete), so a word still streaming is never split.
+        Only cuts before ``limit`` are looked for."""
         words = blank_tags(tail)  # a cut never falls inside a tag, and tags are no words
         sentences, clauses, phrases = [], [], []
         n = len(tail)
-        for i, ch in enumerate(tail):
+        for i, ch in enumerate(tail[:limit]):
             nxt_space = tail[i + 1].isspace() if i + 1 < n else self.final
             if not nxt_space or ch.isspace():
                 continue
