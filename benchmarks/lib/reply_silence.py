@@ -8,23 +8,17 @@ a sentence end, 0.15 s after a clause end, nothing mid-clause. What is left over
 """
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.audio.convert import read_wav
+
 FRAME_S = 0.01
 MIN_RUN_S = 0.05
 SENTENCE_PAUSE_S = 0.3
 CLAUSE_PAUSE_S = 0.15
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float64)
-    return (x.reshape(-1, ch).mean(axis=1) if ch > 1 else x), rate
 
 
 def implied_pause(text_before: str) -> float:
@@ -62,8 +56,8 @@ def silent_runs(x: np.ndarray, rate: int, threshold_db: float = -35.0) -> tuple[
 def reply_silences(wav: str | Path, chunks: list[dict[str, Any]], threshold_db: float = -35.0) -> dict[str, Any]:
     """The reply's silences and stalls. ``chunks``: the player's chunks of this reply, with their
     ``sample_start``/``sample_end`` in the WAV and their text."""
-    x, rate = read_wav(wav)
-    runs, first, last = silent_runs(x, rate, threshold_db)
+    pcm, rate = read_wav(wav)
+    runs, first, last = silent_runs(pcm.astype(np.float64), rate, threshold_db)
     seams = []  # (end of chunk k, start of chunk k+1, text of chunk k)
     cs = sorted((c for c in chunks if c.get("sample_start") is not None), key=lambda c: c["sample_start"])
     for a, b in zip(cs, cs[1:]):

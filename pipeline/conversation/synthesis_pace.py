@@ -2,7 +2,7 @@
 
 Kokoro on a CPU costs a fixed part per call plus a part per second of audio: on the 2-core
 machine ~0.2-0.3 s + 0.5 s per second of audio (int8, 2 threads; a float copy of the model was
-slower: notes/engineering-notes.md). A reply's first chunk is short, for first audio. While it
+slower: docs/engineering-notes.md). A reply's first chunk is short, for first audio. While it
 plays, the next chunk is synthesized; it must be ready before the audio queued ahead of it runs
 out, so it may be up to (ahead - fixed) / rate seconds long. Each chunk then buys a longer
 next one: the chunks grow as the reply goes on, with no silence between them. The rate and the
